@@ -1,0 +1,534 @@
+//! The persistence ports the engine and the server need, and an in-memory implementation.
+//!
+//! The engine writes every transition of a run as one [`WriteBatch`] (node states, the run's
+//! status and the events they produce, committed atomically) *before* acting on it, and resumes a
+//! run from whatever [`RunStore::load_run`] returns. Durable adapters live in `maestro-store`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::definition::WorkflowDefinition;
+use crate::event::Event;
+use crate::status::{NodeStatus, RunStatus};
+
+/// Why a store operation failed. Each variant maps to a stable [`StoreError::code`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The thing asked for does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The write conflicts with existing state (e.g. an event sequence number already taken).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The writer no longer owns the run: another replica took its lease over.
+    #[error("run {run_id} is owned by a newer lease (epoch {current} > {attempted})")]
+    Fenced {
+        /// The run.
+        run_id: String,
+        /// The epoch the write carried.
+        attempted: u64,
+        /// The epoch the store holds.
+        current: u64,
+    },
+    /// The store cannot be reached now; the same call may succeed later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be decoded.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StoreError {
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::Fenced { .. } => "fenced",
+            Self::Unavailable(_) => "store_unavailable",
+            Self::Corrupt(_) => "store_corrupt",
+            Self::Other(_) => "store_error",
+        }
+    }
+
+    /// Whether retrying the same call later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// A stored version of a definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DefinitionRecord {
+    /// The definition's id.
+    pub workflow_id: String,
+    /// Version, from 1.
+    pub version: u32,
+    /// `sha256:…` of the canonical form.
+    pub content_hash: String,
+    /// The definition itself.
+    pub definition: Arc<WorkflowDefinition>,
+    /// When this version was stored.
+    pub created_at: DateTime<Utc>,
+}
+
+/// The result of storing a definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PutDefinition {
+    /// The version now current.
+    pub record: DefinitionRecord,
+    /// False when the content was identical to the latest version (nothing stored).
+    pub created: bool,
+}
+
+/// Stores versioned workflow definitions.
+#[async_trait]
+pub trait DefinitionStore: Send + Sync {
+    /// Stores `def` as a new version unless the latest version has the same content.
+    async fn put_definition(&self, def: &WorkflowDefinition) -> Result<PutDefinition, StoreError>;
+    /// The given version, or the latest when `version` is `None`.
+    async fn get_definition(
+        &self,
+        workflow_id: &str,
+        version: Option<u32>,
+    ) -> Result<Option<DefinitionRecord>, StoreError>;
+    /// The latest version of each definition, ordered by id.
+    async fn list_definitions(
+        &self,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<DefinitionRecord>, StoreError>;
+    /// Deletes every version; false when there was none. Runs keep their pinned copy.
+    async fn delete_definition(&self, workflow_id: &str) -> Result<bool, StoreError>;
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The run's id.
+    pub run_id: Arc<str>,
+    /// The definition's id.
+    pub workflow_id: Arc<str>,
+    /// The definition version the run is pinned to.
+    pub version: u32,
+    /// The pinned version's content hash.
+    pub content_hash: String,
+    /// Status.
+    pub status: RunStatus,
+    /// The run's inputs.
+    pub inputs: Arc<Value>,
+    /// The `Idempotency-Key` the run was created with, if any.
+    pub idempotency_key: Option<String>,
+    /// Why the run failed or was cancelled.
+    pub error: Option<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// When the run first started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the run last reached a terminal status.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// What a new run needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRun {
+    /// The run's id (chosen by the caller, e.g. a UUIDv7).
+    pub run_id: Arc<str>,
+    /// The definition's id.
+    pub workflow_id: Arc<str>,
+    /// The pinned version.
+    pub version: u32,
+    /// The pinned version's content hash.
+    pub content_hash: String,
+    /// The run's inputs.
+    pub inputs: Arc<Value>,
+    /// An idempotency key: a second create with the same (workflow, key) returns the first run.
+    pub idempotency_key: Option<String>,
+}
+
+/// The result of creating a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateRun {
+    /// The run (the earlier one when the idempotency key matched).
+    pub run: RunRecord,
+    /// False when an earlier run with the same idempotency key was returned.
+    pub created: bool,
+}
+
+/// The state of one node in a run. Nodes absent from the store are `pending` with attempt 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The node.
+    pub node_id: Arc<str>,
+    /// Status.
+    pub status: NodeStatus,
+    /// Attempts started so far (the current one included).
+    pub attempt: u32,
+    /// When the current or last attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the node reached a terminal status.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The output, once completed.
+    pub output: Option<Arc<Value>>,
+    /// The last error (kept on failure, cleared on success).
+    pub error: Option<Arc<str>>,
+    /// Why the node was skipped or cancelled.
+    pub reason: Option<Arc<str>>,
+}
+
+impl NodeRecord {
+    /// A pending node that never ran.
+    pub fn pending(node_id: Arc<str>) -> Self {
+        Self {
+            node_id,
+            status: NodeStatus::Pending,
+            attempt: 0,
+            started_at: None,
+            finished_at: None,
+            output: None,
+            error: None,
+            reason: None,
+        }
+    }
+}
+
+/// A change to the run row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPatch {
+    /// New status.
+    pub status: RunStatus,
+    /// Set when the run starts (kept if already set).
+    pub started_at: Option<DateTime<Utc>>,
+    /// Set when the run ends; cleared (None) when it starts again.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why it failed or was cancelled; cleared otherwise.
+    pub error: Option<String>,
+}
+
+/// One atomic write for one run: node rows upserted, the run row patched and events appended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteBatch {
+    /// The run.
+    pub run_id: Arc<str>,
+    /// The writer's fencing epoch; the store rejects a write older than the run's current epoch
+    /// with [`StoreError::Fenced`]. `0` for stores without leases.
+    pub epoch: u64,
+    /// Change to the run row.
+    pub run: Option<RunPatch>,
+    /// Node rows to upsert (full rows).
+    pub nodes: Vec<NodeRecord>,
+    /// Events to append; their `seq` continue the run's log without gaps.
+    pub events: Vec<Event>,
+}
+
+/// Everything stored about a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSnapshot {
+    /// The run row.
+    pub run: RunRecord,
+    /// Node rows that left `pending` at some point (others are pending).
+    pub nodes: Vec<NodeRecord>,
+    /// The last event's sequence number (0 when none).
+    pub last_seq: u64,
+}
+
+/// Filters for listing runs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunFilter {
+    /// Only runs of this definition.
+    pub workflow_id: Option<String>,
+    /// Only runs with this status.
+    pub status: Option<RunStatus>,
+    /// Skip this many (newest first).
+    pub offset: usize,
+    /// At most this many (0 = a default of 100).
+    pub limit: usize,
+}
+
+/// Stores runs, node states and event logs.
+#[async_trait]
+pub trait RunStore: Send + Sync {
+    /// Creates a run (status `pending`), or returns the run created earlier with the same
+    /// workflow and idempotency key.
+    async fn create_run(&self, run: NewRun) -> Result<CreateRun, StoreError>;
+    /// Applies one batch atomically: all of it or nothing.
+    async fn write(&self, batch: WriteBatch) -> Result<(), StoreError>;
+    /// Everything stored about a run.
+    async fn load_run(&self, run_id: &str) -> Result<Option<RunSnapshot>, StoreError>;
+    /// Runs, newest first.
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError>;
+    /// Events with `seq > after`, in order, at most `limit`.
+    async fn events(
+        &self,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError>;
+}
+
+/// Both store ports, as one object.
+pub trait Store: DefinitionStore + RunStore {}
+impl<T: DefinitionStore + RunStore + ?Sized> Store for T {}
+
+#[derive(Debug, Clone, Default)]
+struct RunEntry {
+    record: Option<RunRecord>,
+    nodes: HashMap<Arc<str>, NodeRecord>,
+    events: Vec<Event>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Inner {
+    definitions: HashMap<String, Vec<DefinitionRecord>>,
+    runs: HashMap<Arc<str>, RunEntry>,
+    run_order: Vec<Arc<str>>,
+    idempotency: HashMap<(Arc<str>, String), Arc<str>>,
+}
+
+/// An in-process store: the default for embedders and tests. It keeps everything in memory and
+/// loses it with the process. [`MemoryStore::fork`] copies it, to simulate a crash at any point.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let g = self.lock();
+        f.debug_struct("MemoryStore")
+            .field("definitions", &g.definitions.len())
+            .field("runs", &g.runs.len())
+            .finish()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave `Inner` half-written: every mutation
+        // is checked before it starts. So a poisoned lock is still consistent.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An independent deep copy of the current contents.
+    pub fn fork(&self) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(self.lock().clone())),
+        }
+    }
+}
+
+#[async_trait]
+impl DefinitionStore for MemoryStore {
+    async fn put_definition(&self, def: &WorkflowDefinition) -> Result<PutDefinition, StoreError> {
+        let hash = def.content_hash();
+        let mut g = self.lock();
+        let versions = g.definitions.entry(def.id.clone()).or_default();
+        if let Some(last) = versions.last()
+            && last.content_hash == hash
+        {
+            return Ok(PutDefinition {
+                record: last.clone(),
+                created: false,
+            });
+        }
+        let record = DefinitionRecord {
+            workflow_id: def.id.clone(),
+            version: versions.last().map_or(1, |l| l.version + 1),
+            content_hash: hash,
+            definition: Arc::new(def.clone()),
+            created_at: Utc::now(),
+        };
+        versions.push(record.clone());
+        Ok(PutDefinition {
+            record,
+            created: true,
+        })
+    }
+
+    async fn get_definition(
+        &self,
+        workflow_id: &str,
+        version: Option<u32>,
+    ) -> Result<Option<DefinitionRecord>, StoreError> {
+        let g = self.lock();
+        let Some(versions) = g.definitions.get(workflow_id) else {
+            return Ok(None);
+        };
+        Ok(match version {
+            None => versions.last().cloned(),
+            Some(v) => versions.iter().find(|r| r.version == v).cloned(),
+        })
+    }
+
+    async fn list_definitions(
+        &self,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<DefinitionRecord>, StoreError> {
+        let g = self.lock();
+        let mut all: Vec<&DefinitionRecord> =
+            g.definitions.values().filter_map(|v| v.last()).collect();
+        all.sort_by(|a, b| a.workflow_id.cmp(&b.workflow_id));
+        Ok(all.into_iter().skip(offset).take(limit).cloned().collect())
+    }
+
+    async fn delete_definition(&self, workflow_id: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().definitions.remove(workflow_id).is_some())
+    }
+}
+
+#[async_trait]
+impl RunStore for MemoryStore {
+    async fn create_run(&self, run: NewRun) -> Result<CreateRun, StoreError> {
+        let mut g = self.lock();
+        if let Some(key) = &run.idempotency_key
+            && let Some(existing) = g.idempotency.get(&(run.workflow_id.clone(), key.clone()))
+        {
+            let record = g.runs[existing]
+                .record
+                .clone()
+                .expect("indexed runs have a record");
+            return Ok(CreateRun {
+                run: record,
+                created: false,
+            });
+        }
+        if g.runs.contains_key(&run.run_id) {
+            return Err(StoreError::Conflict(format!(
+                "run {} already exists",
+                run.run_id
+            )));
+        }
+        let record = RunRecord {
+            run_id: run.run_id.clone(),
+            workflow_id: run.workflow_id.clone(),
+            version: run.version,
+            content_hash: run.content_hash,
+            status: RunStatus::Pending,
+            inputs: run.inputs,
+            idempotency_key: run.idempotency_key.clone(),
+            error: None,
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+        };
+        if let Some(key) = run.idempotency_key {
+            g.idempotency
+                .insert((run.workflow_id, key), run.run_id.clone());
+        }
+        g.run_order.push(run.run_id.clone());
+        g.runs.insert(
+            run.run_id,
+            RunEntry {
+                record: Some(record.clone()),
+                ..RunEntry::default()
+            },
+        );
+        Ok(CreateRun {
+            run: record,
+            created: true,
+        })
+    }
+
+    async fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        let entry = g
+            .runs
+            .get_mut(&batch.run_id)
+            .ok_or_else(|| StoreError::NotFound(format!("run {}", batch.run_id)))?;
+        // Check everything before changing anything, so the batch is all-or-nothing.
+        let mut next = entry.events.last().map_or(1, |e| e.seq + 1);
+        for e in &batch.events {
+            if e.seq != next {
+                return Err(StoreError::Conflict(format!(
+                    "event seq {} for run {} but the log expects {next}",
+                    e.seq, batch.run_id
+                )));
+            }
+            next += 1;
+        }
+        if let Some(patch) = batch.run {
+            let rec = entry.record.as_mut().expect("created runs have a record");
+            rec.status = patch.status;
+            if rec.started_at.is_none() {
+                rec.started_at = patch.started_at;
+            }
+            rec.finished_at = patch.finished_at;
+            rec.error = patch.error;
+        }
+        for n in batch.nodes {
+            entry.nodes.insert(n.node_id.clone(), n);
+        }
+        entry.events.extend(batch.events);
+        Ok(())
+    }
+
+    async fn load_run(&self, run_id: &str) -> Result<Option<RunSnapshot>, StoreError> {
+        let g = self.lock();
+        let Some(entry) = g.runs.get(run_id) else {
+            return Ok(None);
+        };
+        let Some(run) = entry.record.clone() else {
+            return Ok(None);
+        };
+        let mut nodes: Vec<NodeRecord> = entry.nodes.values().cloned().collect();
+        nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        Ok(Some(RunSnapshot {
+            run,
+            nodes,
+            last_seq: entry.events.last().map_or(0, |e| e.seq),
+        }))
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        let g = self.lock();
+        let limit = if filter.limit == 0 { 100 } else { filter.limit };
+        Ok(g.run_order
+            .iter()
+            .rev()
+            .filter_map(|id| g.runs.get(id).and_then(|e| e.record.as_ref()))
+            .filter(|r| {
+                filter
+                    .workflow_id
+                    .as_deref()
+                    .is_none_or(|w| &*r.workflow_id == w)
+            })
+            .filter(|r| filter.status.is_none_or(|s| r.status == s))
+            .skip(filter.offset)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn events(
+        &self,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let g = self.lock();
+        let Some(entry) = g.runs.get(run_id) else {
+            return Err(StoreError::NotFound(format!("run {run_id}")));
+        };
+        // Sequence numbers are dense from 1, so `after` is also an index.
+        let start = (after as usize).min(entry.events.len());
+        Ok(entry.events[start..].iter().take(limit).cloned().collect())
+    }
+}

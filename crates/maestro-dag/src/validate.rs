@@ -1,0 +1,343 @@
+//! Validation of a definition: every problem at once, each with a stable code (DESIGN §2).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde::{Deserialize, Serialize};
+
+use crate::definition::{RetryPolicy, TriggerRule, WorkflowDefinition};
+
+/// Stable machine-readable codes of validation problems.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ValidationCode {
+    /// The workflow has no nodes.
+    EmptyWorkflow,
+    /// Two nodes share an id.
+    DuplicateNode,
+    /// A dependency names no node of the workflow.
+    UnknownDependency,
+    /// A node depends on itself.
+    SelfDependency,
+    /// The dependencies form a cycle (`nodes` lists it in order).
+    Cycle,
+    /// A node names an executor the registry does not have.
+    UnknownExecutor,
+    /// A workflow or node id breaks `[A-Za-z0-9_-]{1,255}`.
+    InvalidId,
+    /// A condition does not compile.
+    InvalidCondition,
+    /// A retry policy or timeout is out of range.
+    InvalidRetry,
+    /// A trigger rule name is not one of the known rules.
+    InvalidTriggerRule,
+}
+
+impl ValidationCode {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EmptyWorkflow => "empty_workflow",
+            Self::DuplicateNode => "duplicate_node",
+            Self::UnknownDependency => "unknown_dependency",
+            Self::SelfDependency => "self_dependency",
+            Self::Cycle => "cycle",
+            Self::UnknownExecutor => "unknown_executor",
+            Self::InvalidId => "invalid_id",
+            Self::InvalidCondition => "invalid_condition",
+            Self::InvalidRetry => "invalid_retry",
+            Self::InvalidTriggerRule => "invalid_trigger_rule",
+        }
+    }
+}
+
+impl fmt::Display for ValidationCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One validation problem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidationError {
+    /// Stable code.
+    pub code: ValidationCode,
+    /// Human-readable description, lowercase, no final period.
+    pub message: String,
+    /// The node concerned, if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// The nodes concerned, for problems spanning several (a cycle, in order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+/// Every problem found in a definition (never empty).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationErrors(pub Vec<ValidationError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid workflow: ")?;
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ValidationErrors {
+    /// Whether any problem has this code.
+    pub fn has(&self, code: ValidationCode) -> bool {
+        self.0.iter().any(|e| e.code == code)
+    }
+}
+
+/// Answers whether an executor key is registered (implemented by the executor registry).
+pub trait ExecutorLookup {
+    /// Whether `key` names a registered executor.
+    fn has_executor(&self, key: &str) -> bool;
+}
+
+impl<F: Fn(&str) -> bool> ExecutorLookup for F {
+    fn has_executor(&self, key: &str) -> bool {
+        self(key)
+    }
+}
+
+/// Whether `id` matches `[A-Za-z0-9_-]{1,255}`.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 255
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn problem(code: ValidationCode, message: String, node: Option<&str>) -> ValidationError {
+    ValidationError {
+        code,
+        message,
+        node_id: node.map(str::to_string),
+        nodes: Vec::new(),
+    }
+}
+
+/// Validates a definition. `executors`, when given, is asked about every executor key.
+/// Returns every problem found, in a stable order (by node, then by kind).
+pub fn validate(
+    def: &WorkflowDefinition,
+    executors: Option<&dyn ExecutorLookup>,
+) -> Result<(), ValidationErrors> {
+    use ValidationCode as C;
+    let mut errs = Vec::new();
+    if !is_valid_id(&def.id) {
+        errs.push(problem(
+            C::InvalidId,
+            format!(
+                "workflow id `{}` must match [A-Za-z0-9_-]{{1,255}}",
+                truncate(&def.id)
+            ),
+            None,
+        ));
+    }
+    if def.nodes.is_empty() {
+        errs.push(problem(
+            C::EmptyWorkflow,
+            "the workflow has no nodes".into(),
+            None,
+        ));
+        return Err(ValidationErrors(errs));
+    }
+    if def.max_concurrency == Some(0) {
+        errs.push(problem(
+            C::InvalidRetry,
+            "max_concurrency must be at least 1".into(),
+            None,
+        ));
+    }
+
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(def.nodes.len());
+    for (i, n) in def.nodes.iter().enumerate() {
+        if !is_valid_id(&n.id) {
+            errs.push(problem(
+                C::InvalidId,
+                format!(
+                    "node id `{}` must match [A-Za-z0-9_-]{{1,255}}",
+                    truncate(&n.id)
+                ),
+                Some(&n.id),
+            ));
+        }
+        if index.insert(n.id.as_str(), i).is_some() {
+            errs.push(problem(
+                C::DuplicateNode,
+                format!("node id `{}` is used twice", n.id),
+                Some(&n.id),
+            ));
+        }
+    }
+
+    for n in &def.nodes {
+        let mut seen = HashSet::new();
+        for d in &n.depends_on {
+            if d == &n.id {
+                errs.push(problem(
+                    C::SelfDependency,
+                    format!("node `{}` depends on itself", n.id),
+                    Some(&n.id),
+                ));
+            } else if !index.contains_key(d.as_str()) {
+                errs.push(problem(
+                    C::UnknownDependency,
+                    format!("node `{}` depends on unknown node `{}`", n.id, truncate(d)),
+                    Some(&n.id),
+                ));
+            }
+            let _ = seen.insert(d.as_str());
+        }
+        if let TriggerRule::Invalid(name) = &n.trigger_rule {
+            let known: Vec<&str> = TriggerRule::ALL.iter().map(TriggerRule::as_str).collect();
+            errs.push(problem(
+                C::InvalidTriggerRule,
+                format!(
+                    "node `{}` has unknown trigger rule `{}` (expected one of {})",
+                    n.id,
+                    truncate(name),
+                    known.join(", ")
+                ),
+                Some(&n.id),
+            ));
+        }
+        if let Some(msg) = retry_problem(&n.retry) {
+            errs.push(problem(
+                C::InvalidRetry,
+                format!("node `{}`: {msg}", n.id),
+                Some(&n.id),
+            ));
+        }
+        if n.timeout_ms == Some(0) {
+            errs.push(problem(
+                C::InvalidRetry,
+                format!("node `{}`: timeout_ms must be at least 1", n.id),
+                Some(&n.id),
+            ));
+        }
+        if let (Some(lookup), Some(key)) = (executors, n.executor_key())
+            && !lookup.has_executor(key)
+        {
+            errs.push(problem(
+                C::UnknownExecutor,
+                format!("node `{}` uses unknown executor `{}`", n.id, truncate(key)),
+                Some(&n.id),
+            ));
+        }
+        if let Some(cond) = &n.condition
+            && let Err(e) = crate::condition::Condition::compile(cond)
+        {
+            errs.push(problem(
+                C::InvalidCondition,
+                format!("node `{}`: {e}", n.id),
+                Some(&n.id),
+            ));
+        }
+    }
+
+    if let Some(cycle) = find_cycle(def, &index) {
+        let names: Vec<String> = cycle.iter().map(|&i| def.nodes[i].id.clone()).collect();
+        errs.push(ValidationError {
+            code: C::Cycle,
+            message: format!("the dependencies form a cycle: {}", names.join(" -> ")),
+            node_id: None,
+            nodes: names,
+        });
+    }
+
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationErrors(errs))
+    }
+}
+
+fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn retry_problem(r: &RetryPolicy) -> Option<String> {
+    if r.max_attempts == 0 || r.max_attempts > RetryPolicy::MAX_ATTEMPTS {
+        return Some(format!(
+            "retry.max_attempts must be between 1 and {}",
+            RetryPolicy::MAX_ATTEMPTS
+        ));
+    }
+    if !r.backoff.is_finite() || r.backoff < 1.0 || r.backoff > 100.0 {
+        return Some("retry.backoff must be between 1.0 and 100.0".into());
+    }
+    if !r.jitter.is_finite() || !(0.0..=1.0).contains(&r.jitter) {
+        return Some("retry.jitter must be between 0.0 and 1.0".into());
+    }
+    if r.max_delay_ms < r.initial_delay_ms {
+        return Some("retry.max_delay_ms must not be below retry.initial_delay_ms".into());
+    }
+    None
+}
+
+/// Finds one cycle (ignoring self-dependencies, reported on their own), as node indices in
+/// dependency order: each node depends on the one before it, and the first on the last.
+fn find_cycle(def: &WorkflowDefinition, index: &HashMap<&str, usize>) -> Option<Vec<usize>> {
+    let mut g: DiGraph<usize, ()> = DiGraph::with_capacity(def.nodes.len(), def.nodes.len());
+    let ix: Vec<NodeIndex> = (0..def.nodes.len()).map(|i| g.add_node(i)).collect();
+    for (i, n) in def.nodes.iter().enumerate() {
+        for d in &n.depends_on {
+            if let Some(&j) = index.get(d.as_str())
+                && j != i
+                && index.get(n.id.as_str()) == Some(&i)
+            {
+                g.update_edge(ix[j], ix[i], ());
+            }
+        }
+    }
+    if !petgraph::algo::is_cyclic_directed(&g) {
+        return None;
+    }
+    let scc = petgraph::algo::tarjan_scc(&g)
+        .into_iter()
+        .find(|c| c.len() > 1)?;
+    let members: HashSet<NodeIndex> = scc.iter().copied().collect();
+    // Walk inside the component until a node repeats; the repeated stretch is a cycle.
+    let start = *scc
+        .iter()
+        .min_by_key(|n| g[**n])
+        .expect("non-empty component");
+    let mut path = vec![start];
+    let mut pos: HashMap<NodeIndex, usize> = HashMap::from([(start, 0)]);
+    let mut cur = start;
+    loop {
+        let next = g
+            .neighbors(cur)
+            .filter(|n| members.contains(n))
+            .min_by_key(|n| g[*n])
+            .expect("every node of a cycle has a successor inside it");
+        if let Some(&p) = pos.get(&next) {
+            return Some(path[p..].iter().map(|n| g[*n]).collect());
+        }
+        pos.insert(next, path.len());
+        path.push(next);
+        cur = next;
+    }
+}

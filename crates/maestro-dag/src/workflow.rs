@@ -1,0 +1,292 @@
+//! A validated, compiled workflow: nodes indexed densely, dependencies in compact adjacency
+//! arrays, conditions compiled. This is what the engine runs and what graph queries use.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::condition::Condition;
+use crate::definition::{NodeType, RetryPolicy, TriggerRule, WorkflowDefinition};
+use crate::validate::{ExecutorLookup, ValidationErrors, validate};
+
+/// One compiled node.
+#[derive(Debug)]
+pub(crate) struct CNode {
+    pub(crate) id: Arc<str>,
+    pub(crate) name: Arc<str>,
+    pub(crate) node_type: NodeType,
+    pub(crate) executor: Option<Arc<str>>,
+    pub(crate) config: Arc<Value>,
+    pub(crate) rule: TriggerRule,
+    pub(crate) condition: Option<Condition>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) timeout_ms: Option<u64>,
+}
+
+/// A validated workflow, ready to run. Cheap to share (`Arc<Workflow>`) between runs.
+#[derive(Debug)]
+pub struct Workflow {
+    definition: Arc<WorkflowDefinition>,
+    version: u32,
+    content_hash: String,
+    pub(crate) workflow_id: Arc<str>,
+    pub(crate) nodes: Vec<CNode>,
+    index: HashMap<Arc<str>, u32>,
+    dep_start: Vec<u32>,
+    deps: Vec<u32>,
+    out_start: Vec<u32>,
+    outs: Vec<u32>,
+}
+
+impl Workflow {
+    /// Validates and compiles a definition (version 1). `executors`, when given, must know every
+    /// executor key the nodes use.
+    pub fn compile(
+        definition: WorkflowDefinition,
+        executors: Option<&dyn ExecutorLookup>,
+    ) -> Result<Self, ValidationErrors> {
+        Self::compile_arc(Arc::new(definition), executors)
+    }
+
+    /// [`Workflow::compile`] for a shared definition.
+    pub fn compile_arc(
+        definition: Arc<WorkflowDefinition>,
+        executors: Option<&dyn ExecutorLookup>,
+    ) -> Result<Self, ValidationErrors> {
+        validate(&definition, executors)?;
+        let n = definition.nodes.len();
+        let mut index: HashMap<Arc<str>, u32> = HashMap::with_capacity(n);
+        let mut nodes = Vec::with_capacity(n);
+        for (i, d) in definition.nodes.iter().enumerate() {
+            let id: Arc<str> = Arc::from(d.id.as_str());
+            index.insert(id.clone(), i as u32);
+            nodes.push(CNode {
+                name: d.name.as_deref().map_or_else(|| id.clone(), Arc::from),
+                id,
+                node_type: d.node_type,
+                executor: d.executor_key().map(Arc::from),
+                config: Arc::new(d.config.clone()),
+                rule: d.trigger_rule.clone(),
+                condition: d
+                    .condition
+                    .as_deref()
+                    .map(|c| Condition::compile(c).expect("validated conditions compile")),
+                retry: d.retry.clone(),
+                timeout_ms: d.timeout_ms,
+            });
+        }
+        // Dependencies, deduplicated, in declaration order.
+        let mut dep_start = Vec::with_capacity(n + 1);
+        let mut deps = Vec::new();
+        let mut out_count = vec![0u32; n];
+        for d in &definition.nodes {
+            dep_start.push(deps.len() as u32);
+            let first = deps.len();
+            for dep in &d.depends_on {
+                let j = index[dep.as_str()];
+                if !deps[first..].contains(&j) {
+                    deps.push(j);
+                    out_count[j as usize] += 1;
+                }
+            }
+        }
+        dep_start.push(deps.len() as u32);
+        let mut out_start = Vec::with_capacity(n + 1);
+        let mut acc = 0u32;
+        for c in &out_count {
+            out_start.push(acc);
+            acc += c;
+        }
+        out_start.push(acc);
+        let mut fill = out_start.clone();
+        let mut outs = vec![0u32; acc as usize];
+        for i in 0..n {
+            for &j in &deps[dep_start[i] as usize..dep_start[i + 1] as usize] {
+                outs[fill[j as usize] as usize] = i as u32;
+                fill[j as usize] += 1;
+            }
+        }
+        let content_hash = definition.content_hash();
+        Ok(Self {
+            workflow_id: Arc::from(definition.id.as_str()),
+            definition,
+            version: 1,
+            content_hash,
+            nodes,
+            index,
+            dep_start,
+            deps,
+            out_start,
+            outs,
+        })
+    }
+
+    /// Sets the stored version this workflow corresponds to.
+    pub fn with_version(mut self, version: u32) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// The definition.
+    pub fn definition(&self) -> &Arc<WorkflowDefinition> {
+        &self.definition
+    }
+
+    /// The workflow's id.
+    pub fn id(&self) -> &str {
+        &self.workflow_id
+    }
+
+    /// The stored version (1 unless set).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// `sha256:…` of the definition's canonical form.
+    pub fn content_hash(&self) -> &str {
+        &self.content_hash
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether there are no nodes (never true for a compiled workflow).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Node ids in definition order.
+    pub fn node_ids(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.nodes.iter().map(|n| &*n.id)
+    }
+
+    /// The dense index of a node.
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.index.get(id).map(|&i| i as usize)
+    }
+
+    pub(crate) fn deps_of(&self, i: usize) -> &[u32] {
+        &self.deps[self.dep_start[i] as usize..self.dep_start[i + 1] as usize]
+    }
+
+    pub(crate) fn outs_of(&self, i: usize) -> &[u32] {
+        &self.outs[self.out_start[i] as usize..self.out_start[i + 1] as usize]
+    }
+
+    /// The ids of the nodes `id` depends on (its direct dependencies).
+    pub fn dependencies(&self, id: &str) -> Vec<&str> {
+        self.index_of(id)
+            .map_or_else(Vec::new, |i| self.names(self.deps_of(i)))
+    }
+
+    /// The ids of the nodes that depend directly on `id`.
+    pub fn dependents(&self, id: &str) -> Vec<&str> {
+        self.index_of(id)
+            .map_or_else(Vec::new, |i| self.names(self.outs_of(i)))
+    }
+
+    fn names(&self, ix: &[u32]) -> Vec<&str> {
+        ix.iter().map(|&j| &*self.nodes[j as usize].id).collect()
+    }
+
+    /// Every node reachable downstream of `id` (not including it).
+    pub fn descendants(&self, id: &str) -> Vec<&str> {
+        let Some(start) = self.index_of(id) else {
+            return Vec::new();
+        };
+        let mut seen = vec![false; self.len()];
+        let mut stack = vec![start];
+        let mut out = Vec::new();
+        while let Some(i) = stack.pop() {
+            for &j in self.outs_of(i) {
+                if !seen[j as usize] {
+                    seen[j as usize] = true;
+                    out.push(&*self.nodes[j as usize].id);
+                    stack.push(j as usize);
+                }
+            }
+        }
+        out
+    }
+
+    /// Topological levels ("generations"): each node sits one level below its deepest
+    /// dependency. Within a level, nodes keep definition order.
+    pub fn levels(&self) -> Vec<Vec<&str>> {
+        let depth = self.depths();
+        let max = depth.iter().copied().max().unwrap_or(0) as usize;
+        let mut levels = vec![Vec::new(); if self.is_empty() { 0 } else { max + 1 }];
+        for (i, d) in depth.iter().enumerate() {
+            levels[*d as usize].push(&*self.nodes[i].id);
+        }
+        levels
+    }
+
+    /// Node ids in a topological order (dependencies first; ties in definition order by level).
+    pub fn topological_order(&self) -> Vec<&str> {
+        self.levels().into_iter().flatten().collect()
+    }
+
+    fn depths(&self) -> Vec<u32> {
+        let n = self.len();
+        let mut indeg: Vec<u32> = (0..n).map(|i| self.deps_of(i).len() as u32).collect();
+        let mut depth = vec![0u32; n];
+        let mut queue: Vec<usize> = (0..n).filter(|&i| indeg[i] == 0).collect();
+        let mut head = 0;
+        while head < queue.len() {
+            let i = queue[head];
+            head += 1;
+            for &j in self.outs_of(i) {
+                let j = j as usize;
+                depth[j] = depth[j].max(depth[i] + 1);
+                indeg[j] -= 1;
+                if indeg[j] == 0 {
+                    queue.push(j);
+                }
+            }
+        }
+        depth
+    }
+
+    /// The nodes not in `completed` whose dependencies are all in `completed`.
+    pub fn ready_nodes(&self, completed: &HashSet<&str>) -> Vec<&str> {
+        (0..self.len())
+            .filter(|&i| !completed.contains(&*self.nodes[i].id))
+            .filter(|&i| {
+                self.deps_of(i)
+                    .iter()
+                    .all(|&j| completed.contains(&*self.nodes[j as usize].id))
+            })
+            .map(|i| &*self.nodes[i].id)
+            .collect()
+    }
+
+    /// Nodes without dependencies.
+    pub fn roots(&self) -> Vec<&str> {
+        (0..self.len())
+            .filter(|&i| self.deps_of(i).is_empty())
+            .map(|i| &*self.nodes[i].id)
+            .collect()
+    }
+
+    /// Nodes nothing depends on.
+    pub fn leaves(&self) -> Vec<&str> {
+        (0..self.len())
+            .filter(|&i| self.outs_of(i).is_empty())
+            .map(|i| &*self.nodes[i].id)
+            .collect()
+    }
+
+    /// Every edge as `(dependency, dependent)`, in definition order of the dependent.
+    pub fn edges(&self) -> Vec<(&str, &str)> {
+        let mut out = Vec::with_capacity(self.deps.len());
+        for i in 0..self.len() {
+            for &j in self.deps_of(i) {
+                out.push((&*self.nodes[j as usize].id, &*self.nodes[i].id));
+            }
+        }
+        out
+    }
+}
