@@ -151,14 +151,14 @@ impl WorkflowDefinition {
             line: Some(e.line()),
             column: Some(e.column()),
             path: String::new(),
-            message: e.to_string(),
+            message: strip_position(&e.to_string()),
         })?;
         if is_original_form(&value) {
             return crate::legacy::from_original(value);
         }
         let mut de = serde_json::Deserializer::from_str(text);
         serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
+            let path = clean_path(e.path().to_string());
             let inner = e.into_inner();
             ParseError {
                 line: Some(inner.line()),
@@ -172,11 +172,19 @@ impl WorkflowDefinition {
     /// Parses a definition from YAML text (native or original form).
     #[cfg(feature = "yaml")]
     pub fn from_yaml_str(text: &str) -> Result<Self, ParseError> {
-        let yaml_err = |e: serde_yaml::Error, path: String| ParseError {
-            line: e.location().map(|l| l.line()),
-            column: e.location().map(|l| l.column()),
-            path,
-            message: e.to_string(),
+        let yaml_err = |e: serde_yaml::Error, path: String| {
+            // serde_yaml's message repeats the path and the position; both are fields here.
+            let full = e.to_string();
+            let msg = match full.split_once(": ") {
+                Some((prefix, rest)) if !prefix.contains(' ') && path.starts_with(prefix) => rest,
+                _ => full.as_str(),
+            };
+            ParseError {
+                line: e.location().map(|l| l.line()),
+                column: e.location().map(|l| l.column()),
+                path: clean_path(path),
+                message: strip_position(msg),
+            }
         };
         let value: Value = serde_yaml::from_str(text).map_err(|e| yaml_err(e, String::new()))?;
         if is_original_form(&value) {
@@ -197,7 +205,7 @@ impl WorkflowDefinition {
         serde_path_to_error::deserialize(value).map_err(|e| ParseError {
             line: None,
             column: None,
-            path: e.path().to_string(),
+            path: clean_path(e.path().to_string()),
             message: e.into_inner().to_string(),
         })
     }
@@ -226,7 +234,25 @@ impl WorkflowDefinition {
 
     /// `sha256:<hex>` of the canonical JSON form. Identical content gives an identical hash.
     pub fn content_hash(&self) -> String {
-        let digest = Sha256::digest(self.canonical_json());
+        // Stream the canonical form into the hasher: no buffer the size of the definition.
+        struct HashWriter(Sha256);
+        impl std::io::Write for HashWriter {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.update(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut w = std::io::BufWriter::with_capacity(8192, HashWriter(Sha256::new()));
+        serde_json::to_writer(&mut w, self).expect("a definition always serializes");
+        let digest = w
+            .into_inner()
+            .map_err(|_| ())
+            .expect("hashing cannot fail")
+            .0
+            .finalize();
         let mut out = String::with_capacity(7 + 64);
         out.push_str("sha256:");
         for b in digest {
@@ -243,6 +269,11 @@ impl WorkflowDefinition {
 
 fn is_original_form(value: &Value) -> bool {
     value.get("nodes").is_some_and(Value::is_object)
+}
+
+/// serde_path_to_error writes the top level as `.`; an empty path says it better.
+fn clean_path(path: String) -> String {
+    if path == "." { String::new() } else { path }
 }
 
 fn strip_position(msg: &str) -> String {

@@ -18,9 +18,10 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{Map, Value};
@@ -31,7 +32,7 @@ use tracing::{debug, info, warn};
 
 use crate::definition::{FailurePolicy, NodeType, TriggerRule};
 use crate::event::{Event, EventData, EventType};
-use crate::executor::{ExecutorRegistry, NodeContext, NodeError};
+use crate::executor::{ExecutorRegistry, NodeContext, NodeError, NodeExecutor};
 use crate::status::{NodeStatus, RunStatus};
 use crate::store::{NewRun, NodeRecord, RunPatch, RunSnapshot, RunStore, StoreError, WriteBatch};
 use crate::workflow::Workflow;
@@ -193,7 +194,7 @@ enum Command {
 }
 
 struct Control {
-    tx: mpsc::UnboundedSender<(Command, oneshot::Sender<Result<(), EngineError>>)>,
+    tx: mpsc::UnboundedSender<(Command, Reply)>,
     done: watch::Receiver<Option<RunOutcome>>,
     workflow: Arc<Workflow>,
 }
@@ -660,6 +661,10 @@ struct NodeRt {
     skip: u32,
     /// Already written as `ready` (so a wait for a slot is written once).
     ready_written: bool,
+    /// In the ready queue (so a rule met twice in one turn queues it once).
+    queued: bool,
+    /// When a failed attempt's retry is due.
+    retry_at: Option<DateTime<Utc>>,
     /// Counted as a failure of the run for the final status.
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
@@ -677,6 +682,8 @@ impl NodeRt {
             fail: 0,
             skip: 0,
             ready_written: false,
+            queued: false,
+            retry_at: None,
             started_at: None,
             finished_at: None,
             output: None,
@@ -693,6 +700,10 @@ struct AttemptResult {
 }
 
 type AttemptFuture = Pin<Box<dyn Future<Output = AttemptResult> + Send>>;
+type Reply = oneshot::Sender<Result<(), EngineError>>;
+type CommandRx = mpsc::UnboundedReceiver<(Command, Reply)>;
+type SharedExecutor = Arc<dyn NodeExecutor>;
+type AttemptBody = Pin<Box<dyn Future<Output = Result<Value, NodeError>> + Send>>;
 
 struct Launch {
     node: u32,
@@ -723,17 +734,29 @@ struct Driver {
     /// A node failed and the policy is fail_fast: start nothing new.
     stopping: bool,
     cancel: CancellationToken,
-    commands: Option<mpsc::UnboundedReceiver<(Command, oneshot::Sender<Result<(), EngineError>>)>>,
+    commands: Option<CommandRx>,
     // The batch being built this turn.
     dirty: Vec<u32>,
     events: Vec<Event>,
     run_patch: Option<RunPatch>,
     launches: Vec<Launch>,
-    replies: Vec<(
-        oneshot::Sender<Result<(), EngineError>>,
-        Result<(), EngineError>,
-    )>,
+    replies: Vec<(Reply, Result<(), EngineError>)>,
     max_concurrency: usize,
+    /// The timestamp of this turn.
+    now: DateTime<Utc>,
+    /// `is_dirty[i]`: node `i` is in `dirty`.
+    is_dirty: Vec<bool>,
+    /// Nodes not yet in a terminal status.
+    unfinished: usize,
+    /// Nodes waiting for approval.
+    waiting_approval: usize,
+    /// Worklist of settled nodes whose dependents still need to hear of it.
+    settled: Vec<u32>,
+    propagating: bool,
+    /// Buffer for attempts that finished during `act`.
+    done: Vec<AttemptResult>,
+    /// The last executor looked up, by key.
+    last_executor: Option<(Arc<str>, Option<SharedExecutor>)>,
 }
 
 impl Driver {
@@ -771,6 +794,14 @@ impl Driver {
             launches: Vec::new(),
             replies: Vec::new(),
             max_concurrency,
+            now: now_micros(),
+            is_dirty: vec![false; n],
+            unfinished: n,
+            waiting_approval: 0,
+            settled: Vec::new(),
+            propagating: false,
+            done: Vec::new(),
+            last_executor: None,
             wf,
         }
     }
@@ -791,6 +822,7 @@ impl Driver {
             rt.output = rec.output.clone();
             rt.error = rec.error.clone();
             rt.reason = rec.reason.clone();
+            rt.retry_at = rec.retry_at;
         }
         if reset {
             let mut stack: Vec<usize> = (0..self.nodes.len())
@@ -807,7 +839,7 @@ impl Driver {
                     continue;
                 }
                 self.nodes[i] = NodeRt::new();
-                self.dirty.push(i as u32);
+                self.mark_dirty(i as u32);
                 stack.extend(self.wf.outs_of(i).iter().map(|&j| j as usize));
             }
         }
@@ -827,10 +859,45 @@ impl Driver {
             rt.fail = f;
             rt.skip = k;
         }
+        self.unfinished = self
+            .nodes
+            .iter()
+            .filter(|n| !n.status.is_terminal())
+            .count();
+        self.waiting_approval = self
+            .nodes
+            .iter()
+            .filter(|n| n.status == NodeStatus::WaitingApproval)
+            .count();
     }
 
-    fn now() -> DateTime<Utc> {
-        Utc::now()
+    /// Starts a turn: every transition of a turn carries the same timestamp.
+    fn tick(&mut self) {
+        self.now = now_micros();
+    }
+
+    fn mark_dirty(&mut self, i: u32) {
+        if !std::mem::replace(&mut self.is_dirty[i as usize], true) {
+            self.dirty.push(i);
+        }
+    }
+
+    /// Moves node `i` to a terminal or waiting status, keeping the counters right.
+    fn set_node_status(&mut self, i: u32, status: NodeStatus) {
+        let rt = &mut self.nodes[i as usize];
+        let before = rt.status;
+        rt.status = status;
+        if before == NodeStatus::WaitingApproval {
+            self.waiting_approval -= 1;
+        }
+        if status == NodeStatus::WaitingApproval {
+            self.waiting_approval += 1;
+        }
+        if !before.is_terminal() && status.is_terminal() {
+            self.unfinished -= 1;
+            rt.finished_at = Some(self.now);
+        }
+        self.mark_dirty(i);
     }
 
     fn emit(&mut self, kind: EventType, node: Option<u32>, data: EventData) {
@@ -842,13 +909,13 @@ impl Driver {
             run_id: self.run_id.clone(),
             node_id: node.map(|i| self.wf.nodes[i as usize].id.clone()),
             data,
-            timestamp: Self::now(),
+            timestamp: self.now,
         });
     }
 
     fn set_run_status(&mut self, status: RunStatus, error: Option<String>) {
         self.status = status;
-        let now = Self::now();
+        let now = self.now;
         self.run_patch = Some(RunPatch {
             status,
             started_at: Some(now),
@@ -905,8 +972,19 @@ impl Driver {
             }
         }
         for i in restart {
-            self.nodes[i as usize].attempt = self.nodes[i as usize].attempt.saturating_sub(1);
-            self.ready.push_back(i);
+            match self.nodes[i as usize].retry_at {
+                // It was waiting to retry: wait out what is left of the delay.
+                Some(due) => {
+                    let left = (due - self.now).to_std().unwrap_or_default();
+                    self.timers.push(Reverse((Instant::now() + left, i)));
+                }
+                // An attempt was in flight: run it again, same number, same idempotency key.
+                None => {
+                    self.nodes[i as usize].attempt =
+                        self.nodes[i as usize].attempt.saturating_sub(1);
+                    self.ready.push_back(i);
+                }
+            }
         }
         for i in 0..self.nodes.len() as u32 {
             self.evaluate(i);
@@ -916,20 +994,49 @@ impl Driver {
             if let Flow::Stop(reason) = self.flush().await {
                 return reason;
             }
+            // Inline attempts that finished at once left transitions for another turn.
+            if self.has_pending_writes() || self.can_start() {
+                self.tick();
+                continue;
+            }
             if self.try_finish() {
                 if let Flow::Stop(reason) = self.flush().await {
                     return reason;
                 }
                 return None;
             }
-            match self.wait().await {
-                Flow::Continue => {}
-                Flow::Stop(reason) => {
-                    self.abandon();
-                    return reason;
-                }
+            let flow = self.wait().await;
+            if let Flow::Stop(reason) = flow {
+                self.abandon();
+                return reason;
             }
+            self.take_in_ready();
         }
+    }
+
+    fn has_pending_writes(&self) -> bool {
+        !self.dirty.is_empty() || !self.events.is_empty() || self.run_patch.is_some()
+    }
+
+    fn can_start(&self) -> bool {
+        !self.ready.is_empty()
+            && self.status == RunStatus::Running
+            && !self.stopping
+            && self.in_flight < self.max_concurrency
+            && self
+                .engine
+                .inner
+                .permits
+                .as_ref()
+                .is_none_or(|p| p.available_permits() > 0)
+    }
+
+    /// Takes in every attempt result and timer that is already there, without waiting.
+    fn take_in_ready(&mut self) {
+        while let Some(Some(res)) = self.running.next().now_or_never() {
+            self.on_attempt(res);
+        }
+        self.fire_timers();
     }
 
     /// Waits for at least one thing to happen, then takes in everything else already there.
@@ -943,31 +1050,31 @@ impl Driver {
             .expect("the driver owns its command channel");
         let flow = tokio::select! {
             biased;
-            cmd = commands.recv() => match cmd {
-                Some((cmd, reply)) => self.on_command(cmd, reply),
-                None => Flow::Stop(Some("the engine was dropped".into())),
-            },
+            cmd = commands.recv() => {
+                self.tick();
+                match cmd {
+                    Some((cmd, reply)) => self.on_command(cmd, reply),
+                    None => Flow::Stop(Some("the engine was dropped".into())),
+                }
+            }
             Some(res) = self.running.next(), if !self.running.is_empty() => {
+                self.tick();
                 self.on_attempt(res);
                 Flow::Continue
             }
             _ = sleep_until(next_timer), if next_timer.is_some() => {
+                self.tick();
                 self.fire_timers();
                 Flow::Continue
             }
             permit = acquire(permits), if want_permit => {
                 // Hand the permit back: `schedule` takes it again in order.
                 drop(permit);
+                self.tick();
                 Flow::Continue
             }
         };
         self.commands = Some(commands);
-        if let Flow::Continue = flow {
-            while let Some(Some(res)) = self.running.next().now_or_never() {
-                self.on_attempt(res);
-            }
-            self.fire_timers();
-        }
         flow
     }
 
@@ -995,14 +1102,20 @@ impl Driver {
     /// Re-evaluates a pending node's trigger rule and condition.
     fn evaluate(&mut self, i: u32) {
         let iu = i as usize;
-        if self.nodes[iu].status != NodeStatus::Pending {
+        if self.nodes[iu].status != NodeStatus::Pending || self.nodes[iu].queued {
             return;
         }
         let wf = self.wf.clone();
         let cnode = &wf.nodes[iu];
         let total = wf.deps_of(iu).len() as u32;
         let rt = &self.nodes[iu];
-        match decide(&cnode.rule, total, rt.succ, rt.fail, rt.skip) {
+        match decide(
+            &wf.def_node(iu).trigger_rule,
+            total,
+            rt.succ,
+            rt.fail,
+            rt.skip,
+        ) {
             Decision::Wait => {}
             Decision::Skip(reason) => self.skip(i, Arc::from(reason)),
             Decision::Run => {
@@ -1026,16 +1139,15 @@ impl Driver {
                     }
                 }
                 if cnode.node_type == NodeType::HumanReview {
-                    let rt = &mut self.nodes[iu];
-                    rt.status = NodeStatus::WaitingApproval;
-                    rt.started_at = Some(Self::now());
-                    self.dirty.push(i);
+                    self.nodes[iu].started_at = Some(self.now);
+                    self.set_node_status(i, NodeStatus::WaitingApproval);
                     self.emit(
                         EventType::NodeWaitingApproval,
                         Some(i),
                         EventData::default(),
                     );
                 } else {
+                    self.nodes[iu].queued = true;
                     self.ready.push_back(i);
                 }
             }
@@ -1052,27 +1164,34 @@ impl Driver {
         Value::Object(map)
     }
 
+    /// Tells the dependents of a node that just settled, and re-evaluates them. Iterative (a
+    /// worklist, not recursion), so a skip cascading down a 100,000-node chain is fine.
     fn propagate(&mut self, i: u32) {
-        let status = self.nodes[i as usize].status;
-        let wf = self.wf.clone();
-        for &j in wf.outs_of(i as usize) {
-            let rt = &mut self.nodes[j as usize];
-            match status {
-                NodeStatus::Completed => rt.succ += 1,
-                NodeStatus::Failed | NodeStatus::Cancelled => rt.fail += 1,
-                NodeStatus::Skipped => rt.skip += 1,
-                _ => continue,
-            }
-            self.evaluate(j);
+        self.settled.push(i);
+        if self.propagating {
+            return;
         }
+        self.propagating = true;
+        let wf = self.wf.clone();
+        while let Some(i) = self.settled.pop() {
+            let status = self.nodes[i as usize].status;
+            for &j in wf.outs_of(i as usize) {
+                let rt = &mut self.nodes[j as usize];
+                match status {
+                    NodeStatus::Completed => rt.succ += 1,
+                    NodeStatus::Failed | NodeStatus::Cancelled => rt.fail += 1,
+                    NodeStatus::Skipped => rt.skip += 1,
+                    _ => continue,
+                }
+                self.evaluate(j);
+            }
+        }
+        self.propagating = false;
     }
 
     fn skip(&mut self, i: u32, reason: Arc<str>) {
-        let rt = &mut self.nodes[i as usize];
-        rt.status = NodeStatus::Skipped;
-        rt.finished_at = Some(Self::now());
-        rt.reason = Some(reason.clone());
-        self.dirty.push(i);
+        self.nodes[i as usize].reason = Some(reason.clone());
+        self.set_node_status(i, NodeStatus::Skipped);
         self.emit(
             EventType::NodeSkipped,
             Some(i),
@@ -1086,11 +1205,9 @@ impl Driver {
 
     fn fail(&mut self, i: u32, error: Arc<str>) {
         let rt = &mut self.nodes[i as usize];
-        rt.status = NodeStatus::Failed;
-        rt.finished_at = Some(Self::now());
         rt.error = Some(error.clone());
         let attempts = rt.attempt;
-        self.dirty.push(i);
+        self.set_node_status(i, NodeStatus::Failed);
         self.emit(
             EventType::NodeFailed,
             Some(i),
@@ -1109,12 +1226,10 @@ impl Driver {
     fn complete(&mut self, i: u32, output: Value) {
         let output = Arc::new(output);
         let rt = &mut self.nodes[i as usize];
-        rt.status = NodeStatus::Completed;
-        rt.finished_at = Some(Self::now());
         rt.output = Some(output.clone());
         rt.error = None;
         let attempt = rt.attempt;
-        self.dirty.push(i);
+        self.set_node_status(i, NodeStatus::Completed);
         self.emit(
             EventType::NodeCompleted,
             Some(i),
@@ -1144,12 +1259,14 @@ impl Driver {
         match result {
             Ok(output) => self.complete(res.node, output),
             Err(e) => {
-                let retry = &self.wf.nodes[i].retry;
+                let retry = &self.wf.def_node(i).retry;
                 let error: Arc<str> = Arc::from(e.message.as_str());
                 if e.retryable && res.attempt < retry.max_attempts && !self.cancel.is_cancelled() {
                     let delay = retry.delay_ms(res.attempt, fastrand::f64());
                     self.nodes[i].error = Some(error.clone());
-                    self.dirty.push(res.node);
+                    self.nodes[i].retry_at =
+                        Some(self.now + chrono::Duration::milliseconds(delay as i64));
+                    self.mark_dirty(res.node);
                     self.emit(
                         EventType::NodeRetry,
                         Some(res.node),
@@ -1274,16 +1391,12 @@ impl Driver {
         self.in_flight = 0;
         self.ready.clear();
         self.timers.clear();
-        let now = Self::now();
         let reason: Arc<str> = Arc::from("run cancelled");
         let mut cancelled = Vec::new();
         for i in 0..self.nodes.len() {
-            let rt = &mut self.nodes[i];
-            if !rt.status.is_terminal() {
-                rt.status = NodeStatus::Cancelled;
-                rt.finished_at = Some(now);
-                rt.reason = Some(reason.clone());
-                self.dirty.push(i as u32);
+            if !self.nodes[i].status.is_terminal() {
+                self.nodes[i].reason = Some(reason.clone());
+                self.set_node_status(i as u32, NodeStatus::Cancelled);
                 cancelled.push(Value::from(&*self.wf.nodes[i].id));
             }
         }
@@ -1302,7 +1415,7 @@ impl Driver {
             self.mark_waiting();
             return;
         }
-        while self.in_flight < self.max_concurrency {
+        while self.in_flight + self.launches.len() < self.max_concurrency {
             let Some(&i) = self.ready.front() else { break };
             let permit = match &self.engine.inner.permits {
                 None => None,
@@ -1325,23 +1438,23 @@ impl Driver {
             if rt.status == NodeStatus::Pending && !rt.ready_written {
                 rt.status = NodeStatus::Ready;
                 rt.ready_written = true;
-                self.dirty.push(i as u32);
+                self.mark_dirty(i as u32);
             }
         }
     }
 
     fn start_attempt(&mut self, i: u32, permit: Option<OwnedSemaphorePermit>) {
         let iu = i as usize;
-        let now = Self::now();
         let rt = &mut self.nodes[iu];
         rt.status = NodeStatus::Running;
         rt.attempt += 1;
-        rt.started_at = Some(now);
+        rt.started_at = Some(self.now);
         rt.ready_written = false;
+        rt.queued = false;
+        rt.retry_at = None;
         let attempt = rt.attempt;
-        self.dirty.push(i);
-        let cnode = &self.wf.nodes[iu];
-        let max_attempts = cnode.retry.max_attempts;
+        self.mark_dirty(i);
+        let max_attempts = self.wf.def_node(iu).retry.max_attempts;
         self.emit(
             EventType::NodeStarted,
             Some(i),
@@ -1369,7 +1482,7 @@ impl Driver {
             attempt,
             inputs: self.inputs.clone(),
             dependency_outputs,
-            cancellation: if cnode.timeout_ms.is_some() {
+            cancellation: if self.wf.def_node(iu).timeout_ms.is_some() {
                 self.cancel.child_token()
             } else {
                 self.cancel.clone()
@@ -1388,30 +1501,30 @@ impl Driver {
             self.act();
             return Flow::Continue;
         }
-        self.dirty.sort_unstable();
-        self.dirty.dedup();
-        let nodes: Vec<NodeRecord> = self
-            .dirty
-            .iter()
-            .map(|&i| self.record(i as usize))
-            .collect();
+        let mut nodes = Vec::with_capacity(self.dirty.len());
+        for k in 0..self.dirty.len() {
+            let i = self.dirty[k] as usize;
+            self.is_dirty[i] = false;
+            nodes.push(self.record(i));
+        }
+        self.dirty.clear();
         let broadcast = self.engine.inner.events.receiver_count() > 0;
-        let events_copy = if broadcast {
-            self.events.clone()
-        } else {
-            Vec::new()
-        };
-        let batch = WriteBatch {
+        let mut batch = WriteBatch {
             run_id: self.run_id.clone(),
             epoch: self.epoch,
             run: self.run_patch.take(),
             nodes,
-            events: std::mem::take(&mut self.events),
+            // Moved out at exact size; the turn buffer keeps its capacity for the next turn.
+            events: self.events.drain(..).collect(),
         };
-        self.dirty.clear();
+        let published: Vec<Arc<Event>> = if broadcast {
+            batch.events.iter().cloned().map(Arc::new).collect()
+        } else {
+            Vec::new()
+        };
         let mut delay = Duration::from_millis(50);
         loop {
-            match self.engine.inner.store.write(batch.clone()).await {
+            match self.engine.inner.store.write(&mut batch).await {
                 Ok(()) => break,
                 Err(e) if e.is_transient() => {
                     warn!(run_id = %self.run_id, error = %e, "store write failed; retrying");
@@ -1425,43 +1538,88 @@ impl Driver {
                 }
             }
         }
-        for e in events_copy {
-            let _ = self.engine.inner.events.send(Arc::new(e));
+        for e in published {
+            let _ = self.engine.inner.events.send(e);
         }
         self.act();
         Flow::Continue
     }
 
-    /// Launches the attempts decided this turn and answers the commands.
+    /// Launches the attempts decided this turn and answers the commands. An inline executor is
+    /// polled once right here; if it is already done, its result is taken in at once (its
+    /// transitions go into the next batch), which saves a task and a queue round trip.
     fn act(&mut self) {
         for (reply, answer) in self.replies.drain(..) {
             let _ = reply.send(answer);
         }
-        for Launch { node, ctx, permit } in std::mem::take(&mut self.launches) {
-            let cnode = &self.wf.nodes[node as usize];
+        let mut launches = std::mem::take(&mut self.launches);
+        let mut done = std::mem::take(&mut self.done);
+        for Launch { node, ctx, permit } in launches.drain(..) {
             let attempt = ctx.attempt;
-            let executor = cnode
-                .executor
-                .as_deref()
-                .and_then(|k| self.engine.inner.executors.get(k))
-                .cloned();
+            self.in_flight += 1;
+            let executor = self.executor_for(node as usize);
+            let wf = self.wf.clone();
+            let cnode = &wf.nodes[node as usize];
             let Some(executor) = executor else {
                 let msg = format!(
                     "no executor registered as `{}`",
                     cnode.executor.as_deref().unwrap_or("")
                 );
-                self.in_flight += 1;
-                self.running
-                    .push(Box::pin(std::future::ready(AttemptResult {
-                        node,
-                        attempt,
-                        result: Err(NodeError::permanent(msg)),
-                    })));
+                done.push(AttemptResult {
+                    node,
+                    attempt,
+                    result: Err(NodeError::permanent(msg)),
+                });
                 continue;
             };
-            let timeout = cnode.timeout_ms.map(Duration::from_millis);
+            let timeout = wf
+                .def_node(node as usize)
+                .timeout_ms
+                .map(Duration::from_millis);
+            if let Some(result) = executor.execute_now(&ctx) {
+                drop(permit);
+                done.push(AttemptResult {
+                    node,
+                    attempt,
+                    result,
+                });
+                continue;
+            }
+            if executor.runs_inline() && timeout.is_none() {
+                let mut fut: AttemptBody = Box::pin(async move { executor.execute(ctx).await });
+                let mut cx = Context::from_waker(Waker::noop());
+                match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
+                    Ok(Poll::Ready(result)) => {
+                        drop(permit);
+                        done.push(AttemptResult {
+                            node,
+                            attempt,
+                            result,
+                        });
+                    }
+                    Ok(Poll::Pending) => self.running.push(Box::pin(async move {
+                        let result = AssertUnwindSafe(fut).catch_unwind().await;
+                        drop(permit);
+                        let result =
+                            result.unwrap_or_else(|p| Err(NodeError::new(panic_message(&p))));
+                        AttemptResult {
+                            node,
+                            attempt,
+                            result,
+                        }
+                    })),
+                    Err(panic) => {
+                        drop(permit);
+                        done.push(AttemptResult {
+                            node,
+                            attempt,
+                            result: Err(NodeError::new(panic_message(&panic))),
+                        });
+                    }
+                }
+                continue;
+            }
             let token = ctx.cancellation.clone();
-            let inline = executor.runs_inline();
             let attempt_fut = async move {
                 let exec = AssertUnwindSafe(executor.execute(ctx)).catch_unwind();
                 let result = match timeout {
@@ -1478,42 +1636,54 @@ impl Driver {
                     },
                 };
                 drop(permit);
-                let result =
-                    result.unwrap_or_else(|panic| Err(NodeError::new(panic_message(&panic))));
+                let result = result.unwrap_or_else(|p| Err(NodeError::new(panic_message(&p))));
                 AttemptResult {
                     node,
                     attempt,
                     result,
                 }
             };
-            self.in_flight += 1;
-            if inline {
-                self.running.push(Box::pin(attempt_fut));
-            } else {
-                let token = self.cancel.clone();
-                let handle = tokio::spawn(async move {
-                    tokio::select! {
-                        r = attempt_fut => Some(r),
-                        _ = token.cancelled() => None,
-                    }
-                });
-                self.running.push(Box::pin(async move {
-                    match handle.await {
-                        Ok(Some(r)) => r,
-                        Ok(None) => AttemptResult {
-                            node,
-                            attempt,
-                            result: Err(NodeError::new("cancelled")),
-                        },
-                        Err(e) => AttemptResult {
-                            node,
-                            attempt,
-                            result: Err(NodeError::new(format!("executor task failed: {e}"))),
-                        },
-                    }
-                }));
-            }
+            let run_token = self.cancel.clone();
+            let handle = tokio::spawn(async move {
+                tokio::select! {
+                    r = attempt_fut => Some(r),
+                    _ = run_token.cancelled() => None,
+                }
+            });
+            self.running.push(Box::pin(async move {
+                match handle.await {
+                    Ok(Some(r)) => r,
+                    Ok(None) => AttemptResult {
+                        node,
+                        attempt,
+                        result: Err(NodeError::new("cancelled")),
+                    },
+                    Err(e) => AttemptResult {
+                        node,
+                        attempt,
+                        result: Err(NodeError::new(format!("executor task failed: {e}"))),
+                    },
+                }
+            }));
         }
+        self.launches = launches;
+        for res in done.drain(..) {
+            self.on_attempt(res);
+        }
+        self.done = done;
+    }
+
+    /// The executor of a node, looked up once per executor key and run.
+    fn executor_for(&mut self, i: usize) -> Option<SharedExecutor> {
+        let key = self.wf.nodes[i].executor.as_ref()?;
+        if let Some((k, e)) = &self.last_executor
+            && Arc::ptr_eq(k, key)
+        {
+            return e.clone();
+        }
+        let found = self.engine.inner.executors.get(key).cloned();
+        self.last_executor = Some((key.clone(), found.clone()));
+        found
     }
 
     fn record(&self, i: usize) -> NodeRecord {
@@ -1527,6 +1697,7 @@ impl Driver {
             output: rt.output.clone(),
             error: rt.error.clone(),
             reason: rt.reason.clone(),
+            retry_at: rt.retry_at,
         }
     }
 
@@ -1535,18 +1706,17 @@ impl Driver {
         if self.status.is_terminal() {
             return true;
         }
+        if self.stopping {
+            // Failing fast: a node waiting to retry will not start again.
+            self.timers.clear();
+        }
         if self.in_flight > 0 || !self.timers.is_empty() {
             return false;
         }
         if !self.stopping && !self.ready.is_empty() {
             return false; // Paused, or waiting for a slot.
         }
-        if self
-            .nodes
-            .iter()
-            .any(|n| n.status == NodeStatus::WaitingApproval)
-            && !self.stopping
-        {
+        if self.waiting_approval > 0 && !self.stopping {
             return false;
         }
         if self.stopping {
@@ -1554,11 +1724,8 @@ impl Driver {
             self.ready.clear();
             for i in 0..self.nodes.len() {
                 if !self.nodes[i].status.is_terminal() {
-                    let rt = &mut self.nodes[i];
-                    rt.status = NodeStatus::Skipped;
-                    rt.finished_at = Some(Self::now());
-                    rt.reason = Some(reason.clone());
-                    self.dirty.push(i as u32);
+                    self.nodes[i].reason = Some(reason.clone());
+                    self.set_node_status(i as u32, NodeStatus::Skipped);
                     self.emit(
                         EventType::NodeSkipped,
                         Some(i as u32),
@@ -1570,8 +1737,8 @@ impl Driver {
                 }
             }
         }
-        if self.nodes.iter().any(|n| !n.status.is_terminal()) {
-            if self.status == RunStatus::Running {
+        if self.unfinished > 0 {
+            if self.status == RunStatus::Running && self.ready.is_empty() {
                 warn!(run_id = %self.run_id, "no node can make progress; this is a bug");
             }
             return false;
@@ -1631,6 +1798,12 @@ impl Driver {
             let _ = reply.send(Err(EngineError::ShuttingDown));
         }
     }
+}
+
+/// The current time at microsecond precision: what the wire format and the databases keep, so a
+/// stored or serialized event compares equal to the one broadcast.
+fn now_micros() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
 }
 
 fn json_kind(v: &Value) -> &'static str {

@@ -27,6 +27,14 @@ pub trait NodeExecutor: Send + Sync + 'static {
     fn runs_inline(&self) -> bool {
         false
     }
+
+    /// A synchronous fast path: an executor whose work is trivial (no I/O, no waiting) may
+    /// return the result here, and the engine then never builds a future for the attempt.
+    /// `None` (the default) means "call [`NodeExecutor::execute`]". Timeouts do not apply.
+    fn execute_now(&self, ctx: &NodeContext) -> Option<Result<Value, NodeError>> {
+        let _ = ctx;
+        None
+    }
 }
 
 /// Why an attempt failed.

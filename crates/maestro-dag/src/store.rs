@@ -184,6 +184,10 @@ pub struct NodeRecord {
     pub error: Option<Arc<str>>,
     /// Why the node was skipped or cancelled.
     pub reason: Option<Arc<str>>,
+    /// Set while a failed attempt waits for its retry: when the next attempt is due. A running
+    /// node without it has an attempt in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<DateTime<Utc>>,
 }
 
 impl NodeRecord {
@@ -198,6 +202,7 @@ impl NodeRecord {
             output: None,
             error: None,
             reason: None,
+            retry_at: None,
         }
     }
 }
@@ -261,8 +266,10 @@ pub trait RunStore: Send + Sync {
     /// Creates a run (status `pending`), or returns the run created earlier with the same
     /// workflow and idempotency key.
     async fn create_run(&self, run: NewRun) -> Result<CreateRun, StoreError>;
-    /// Applies one batch atomically: all of it or nothing.
-    async fn write(&self, batch: WriteBatch) -> Result<(), StoreError>;
+    /// Applies one batch atomically: all of it or nothing. On success the store may move what
+    /// it keeps out of the batch (an in-memory store does, to avoid copying); on failure the
+    /// batch is left as it was, so the caller can retry it.
+    async fn write(&self, batch: &mut WriteBatch) -> Result<(), StoreError>;
     /// Everything stored about a run.
     async fn load_run(&self, run_id: &str) -> Result<Option<RunSnapshot>, StoreError>;
     /// Runs, newest first.
@@ -283,8 +290,13 @@ impl<T: DefinitionStore + RunStore + ?Sized> Store for T {}
 #[derive(Debug, Clone, Default)]
 struct RunEntry {
     record: Option<RunRecord>,
-    nodes: HashMap<Arc<str>, NodeRecord>,
-    events: Vec<Event>,
+    /// The latest row of every node that left `pending`.
+    nodes: HashMap<Arc<str>, NodeRecord, rustc_hash::FxBuildHasher>,
+    /// The event log in chunks, one per batch: appending never moves what is stored.
+    events: Vec<Vec<Event>>,
+    /// `seq` of the first event of each chunk.
+    chunk_start: Vec<u64>,
+    last_seq: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -447,36 +459,44 @@ impl RunStore for MemoryStore {
         })
     }
 
-    async fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+    async fn write(&self, batch: &mut WriteBatch) -> Result<(), StoreError> {
         let mut g = self.lock();
         let entry = g
             .runs
             .get_mut(&batch.run_id)
             .ok_or_else(|| StoreError::NotFound(format!("run {}", batch.run_id)))?;
         // Check everything before changing anything, so the batch is all-or-nothing.
-        let mut next = entry.events.last().map_or(1, |e| e.seq + 1);
-        for e in &batch.events {
-            if e.seq != next {
+        for (k, e) in batch.events.iter().enumerate() {
+            let expected = entry.last_seq + 1 + k as u64;
+            if e.seq != expected {
                 return Err(StoreError::Conflict(format!(
-                    "event seq {} for run {} but the log expects {next}",
+                    "event seq {} for run {} but the log expects {expected}",
                     e.seq, batch.run_id
                 )));
             }
-            next += 1;
         }
-        if let Some(patch) = batch.run {
+        if let Some(patch) = &batch.run {
             let rec = entry.record.as_mut().expect("created runs have a record");
             rec.status = patch.status;
             if rec.started_at.is_none() {
                 rec.started_at = patch.started_at;
             }
             rec.finished_at = patch.finished_at;
-            rec.error = patch.error;
+            rec.error.clone_from(&patch.error);
         }
-        for n in batch.nodes {
-            entry.nodes.insert(n.node_id.clone(), n);
+        for n in batch.nodes.drain(..) {
+            match entry.nodes.get_mut(&n.node_id) {
+                Some(row) => *row = n,
+                None => {
+                    entry.nodes.insert(n.node_id.clone(), n);
+                }
+            }
         }
-        entry.events.extend(batch.events);
+        if let Some(first) = batch.events.first() {
+            entry.chunk_start.push(first.seq);
+            entry.last_seq += batch.events.len() as u64;
+            entry.events.push(std::mem::take(&mut batch.events));
+        }
         Ok(())
     }
 
@@ -493,7 +513,7 @@ impl RunStore for MemoryStore {
         Ok(Some(RunSnapshot {
             run,
             nodes,
-            last_seq: entry.events.last().map_or(0, |e| e.seq),
+            last_seq: entry.last_seq,
         }))
     }
 
@@ -527,8 +547,17 @@ impl RunStore for MemoryStore {
         let Some(entry) = g.runs.get(run_id) else {
             return Err(StoreError::NotFound(format!("run {run_id}")));
         };
-        // Sequence numbers are dense from 1, so `after` is also an index.
-        let start = (after as usize).min(entry.events.len());
-        Ok(entry.events[start..].iter().take(limit).cloned().collect())
+        // Start at the last chunk whose first event is at or before `after + 1`.
+        let first = entry
+            .chunk_start
+            .partition_point(|&seq| seq <= after)
+            .saturating_sub(1);
+        Ok(entry.events[first.min(entry.events.len())..]
+            .iter()
+            .flat_map(|chunk| chunk.iter())
+            .filter(|e| e.seq > after)
+            .take(limit)
+            .cloned()
+            .collect())
     }
 }

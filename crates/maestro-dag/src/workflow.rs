@@ -2,12 +2,14 @@
 //! arrays, conditions compiled. This is what the engine runs and what graph queries use.
 
 use std::collections::{HashMap, HashSet};
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::condition::Condition;
-use crate::definition::{NodeType, RetryPolicy, TriggerRule, WorkflowDefinition};
+use crate::definition::{NodeDefinition, NodeType, WorkflowDefinition};
 use crate::validate::{ExecutorLookup, ValidationErrors, validate};
 
 /// One compiled node.
@@ -18,10 +20,7 @@ pub(crate) struct CNode {
     pub(crate) node_type: NodeType,
     pub(crate) executor: Option<Arc<str>>,
     pub(crate) config: Arc<Value>,
-    pub(crate) rule: TriggerRule,
-    pub(crate) condition: Option<Condition>,
-    pub(crate) retry: RetryPolicy,
-    pub(crate) timeout_ms: Option<u64>,
+    pub(crate) condition: Option<Box<Condition>>,
 }
 
 /// A validated workflow, ready to run. Cheap to share (`Arc<Workflow>`) between runs.
@@ -32,7 +31,7 @@ pub struct Workflow {
     content_hash: String,
     pub(crate) workflow_id: Arc<str>,
     pub(crate) nodes: Vec<CNode>,
-    index: HashMap<Arc<str>, u32>,
+    index: FxHashMap<Arc<str>, u32>,
     dep_start: Vec<u32>,
     deps: Vec<u32>,
     out_start: Vec<u32>,
@@ -56,8 +55,13 @@ impl Workflow {
     ) -> Result<Self, ValidationErrors> {
         validate(&definition, executors)?;
         let n = definition.nodes.len();
-        let mut index: HashMap<Arc<str>, u32> = HashMap::with_capacity(n);
+        let mut index: FxHashMap<Arc<str>, u32> =
+            FxHashMap::with_capacity_and_hasher(n, Default::default());
         let mut nodes = Vec::with_capacity(n);
+        // Executor keys are interned: nodes sharing a key share one `Arc`.
+        let mut keys: HashMap<&str, Arc<str>> = HashMap::new();
+        // Most nodes have an empty config: they share one.
+        let empty_config = Arc::new(Value::Object(serde_json::Map::new()));
         for (i, d) in definition.nodes.iter().enumerate() {
             let id: Arc<str> = Arc::from(d.id.as_str());
             index.insert(id.clone(), i as u32);
@@ -65,27 +69,31 @@ impl Workflow {
                 name: d.name.as_deref().map_or_else(|| id.clone(), Arc::from),
                 id,
                 node_type: d.node_type,
-                executor: d.executor_key().map(Arc::from),
-                config: Arc::new(d.config.clone()),
-                rule: d.trigger_rule.clone(),
-                condition: d
-                    .condition
-                    .as_deref()
-                    .map(|c| Condition::compile(c).expect("validated conditions compile")),
-                retry: d.retry.clone(),
-                timeout_ms: d.timeout_ms,
+                executor: d
+                    .executor_key()
+                    .map(|k| keys.entry(k).or_insert_with(|| Arc::from(k)).clone()),
+                config: if d.config.as_object().is_some_and(serde_json::Map::is_empty) {
+                    empty_config.clone()
+                } else {
+                    Arc::new(d.config.clone())
+                },
+                condition: d.condition.as_deref().map(|c| {
+                    Box::new(Condition::compile(c).expect("validated conditions compile"))
+                }),
             });
         }
         // Dependencies, deduplicated, in declaration order.
         let mut dep_start = Vec::with_capacity(n + 1);
         let mut deps = Vec::new();
         let mut out_count = vec![0u32; n];
-        for d in &definition.nodes {
+        // `stamp[j] == i + 1` marks `j` as already a dependency of node `i`.
+        let mut stamp = vec![0u32; n];
+        for (i, d) in definition.nodes.iter().enumerate() {
             dep_start.push(deps.len() as u32);
-            let first = deps.len();
             for dep in &d.depends_on {
                 let j = index[dep.as_str()];
-                if !deps[first..].contains(&j) {
+                if stamp[j as usize] != i as u32 + 1 {
+                    stamp[j as usize] = i as u32 + 1;
                     deps.push(j);
                     out_count[j as usize] += 1;
                 }
@@ -166,6 +174,11 @@ impl Workflow {
     /// The dense index of a node.
     pub fn index_of(&self, id: &str) -> Option<usize> {
         self.index.get(id).map(|&i| i as usize)
+    }
+
+    /// The definition of the node at dense index `i`.
+    pub(crate) fn def_node(&self, i: usize) -> &NodeDefinition {
+        &self.definition.nodes[i]
     }
 
     pub(crate) fn deps_of(&self, i: usize) -> &[u32] {
@@ -279,6 +292,20 @@ impl Workflow {
             .collect()
     }
 
+    /// The graph as a petgraph `DiGraph` (node weights are node ids, edges run from a dependency
+    /// to its dependent, node indices follow definition order), for any algorithm petgraph
+    /// offers: dominators, paths, isomorphism, DOT export.
+    pub fn to_petgraph(&self) -> petgraph::graph::DiGraph<&str, ()> {
+        let mut g = petgraph::graph::DiGraph::with_capacity(self.len(), self.deps.len());
+        let ix: Vec<_> = self.nodes.iter().map(|n| g.add_node(&*n.id)).collect();
+        for i in 0..self.len() {
+            for &j in self.deps_of(i) {
+                g.add_edge(ix[j as usize], ix[i], ());
+            }
+        }
+        g
+    }
+
     /// Every edge as `(dependency, dependent)`, in definition order of the dependent.
     pub fn edges(&self) -> Vec<(&str, &str)> {
         let mut out = Vec::with_capacity(self.deps.len());
@@ -288,5 +315,33 @@ impl Workflow {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::NodeDefinition;
+
+    #[test]
+    fn the_petgraph_view_has_every_node_and_edge() {
+        let def = WorkflowDefinition::new(
+            "w",
+            vec![
+                NodeDefinition::new("a", "noop"),
+                NodeDefinition::new("b", "noop").after(["a"]),
+                NodeDefinition::new("c", "noop").after(["a", "b"]),
+            ],
+        );
+        let wf = Workflow::compile(def, None).unwrap();
+        let g = wf.to_petgraph();
+        assert_eq!(g.node_count(), 3);
+        assert_eq!(g.edge_count(), 3);
+        let order: Vec<&str> = petgraph::algo::toposort(&g, None)
+            .unwrap()
+            .into_iter()
+            .map(|n| g[n])
+            .collect();
+        assert_eq!(order, ["a", "b", "c"]);
     }
 }
