@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use maestro_dag::{
     Engine, ExecutorRegistry, MemoryStore, NodeContext, NodeDefinition, NodeError, NodeExecutor,
-    StartOptions, Workflow, WorkflowDefinition,
+    NodeInput, StartOptions, Workflow, WorkflowDefinition,
 };
 use serde_json::{Value, json};
 
@@ -85,7 +85,7 @@ impl NodeExecutor for Noop {
         Ok(json!({}))
     }
 
-    fn execute_now(&self, _ctx: &NodeContext) -> Option<Result<Value, NodeError>> {
+    fn execute_now(&self, _input: &NodeInput<'_>) -> Option<Result<Value, NodeError>> {
         Some(Ok(Value::Object(serde_json::Map::new())))
     }
 }

@@ -105,7 +105,9 @@ impl NodeDefinition {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.depends_on.extend(deps.into_iter().map(Into::into));
+        let deps = deps.into_iter();
+        self.depends_on.reserve_exact(deps.size_hint().0);
+        self.depends_on.extend(deps.map(Into::into));
         self
     }
 

@@ -32,7 +32,9 @@ use tracing::{debug, info, warn};
 
 use crate::definition::{FailurePolicy, NodeType, TriggerRule};
 use crate::event::{Event, EventData, EventType};
-use crate::executor::{ExecutorRegistry, NodeContext, NodeError, NodeExecutor};
+use crate::executor::{
+    ExecutorRegistry, NodeContext, NodeError, NodeExecutor, NodeInput, OutputSource,
+};
 use crate::status::{NodeStatus, RunStatus};
 use crate::store::{NewRun, NodeRecord, RunPatch, RunSnapshot, RunStore, StoreError, WriteBatch};
 use crate::workflow::Workflow;
@@ -521,6 +523,13 @@ impl Engine {
     }
 }
 
+impl OutputSource for Driver {
+    fn output(&self, j: u32) -> Option<(&str, &Value)> {
+        let out = self.nodes[j as usize].output.as_deref()?;
+        Some((&self.wf.nodes[j as usize].id, out))
+    }
+}
+
 fn check_pinned(workflow: &Workflow, snapshot: &RunSnapshot) -> Result<(), EngineError> {
     if workflow.content_hash() != snapshot.run.content_hash {
         return Err(EngineError::WorkflowMismatch {
@@ -707,7 +716,7 @@ type AttemptBody = Pin<Box<dyn Future<Output = Result<Value, NodeError>> + Send>
 
 struct Launch {
     node: u32,
-    ctx: NodeContext,
+    attempt: u32,
     permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -753,8 +762,10 @@ struct Driver {
     /// Worklist of settled nodes whose dependents still need to hear of it.
     settled: Vec<u32>,
     propagating: bool,
-    /// Buffer for attempts that finished during `act`.
-    done: Vec<AttemptResult>,
+    /// Reused buffer for the node rows of a batch.
+    row_buf: Vec<NodeRecord>,
+    /// The shared `{}` output.
+    empty_output: Arc<Value>,
     /// The last executor looked up, by key.
     last_executor: Option<(Arc<str>, Option<SharedExecutor>)>,
 }
@@ -769,10 +780,7 @@ impl Driver {
         seq: u64,
     ) -> Self {
         let n = wf.len();
-        let max_concurrency = wf
-            .definition()
-            .max_concurrency
-            .map_or(usize::MAX, |m| m as usize);
+        let max_concurrency = wf.max_concurrency().map_or(usize::MAX, |m| m as usize);
         Self {
             engine,
             run_id,
@@ -800,8 +808,9 @@ impl Driver {
             waiting_approval: 0,
             settled: Vec::new(),
             propagating: false,
-            done: Vec::new(),
             last_executor: None,
+            empty_output: Arc::new(Value::Object(Map::new())),
+            row_buf: Vec::new(),
             wf,
         }
     }
@@ -1109,13 +1118,7 @@ impl Driver {
         let cnode = &wf.nodes[iu];
         let total = wf.deps_of(iu).len() as u32;
         let rt = &self.nodes[iu];
-        match decide(
-            &wf.def_node(iu).trigger_rule,
-            total,
-            rt.succ,
-            rt.fail,
-            rt.skip,
-        ) {
+        match decide(cnode.rule(), total, rt.succ, rt.fail, rt.skip) {
             Decision::Wait => {}
             Decision::Skip(reason) => self.skip(i, Arc::from(reason)),
             Decision::Run => {
@@ -1217,14 +1220,18 @@ impl Driver {
             }
             .with("attempts", attempts),
         );
-        if self.wf.definition().failure_policy == FailurePolicy::FailFast {
+        if self.wf.failure_policy() == FailurePolicy::FailFast {
             self.stopping = true;
         }
         self.propagate(i);
     }
 
     fn complete(&mut self, i: u32, output: Value) {
-        let output = Arc::new(output);
+        // Empty outputs (every no-op node) share one allocation.
+        let output = match &output {
+            Value::Object(m) if m.is_empty() => self.empty_output.clone(),
+            _ => Arc::new(output),
+        };
         let rt = &mut self.nodes[i as usize];
         rt.output = Some(output.clone());
         rt.error = None;
@@ -1259,7 +1266,7 @@ impl Driver {
         match result {
             Ok(output) => self.complete(res.node, output),
             Err(e) => {
-                let retry = &self.wf.def_node(i).retry;
+                let retry = self.wf.nodes[i].retry();
                 let error: Arc<str> = Arc::from(e.message.as_str());
                 if e.retryable && res.attempt < retry.max_attempts && !self.cancel.is_cancelled() {
                     let delay = retry.delay_ms(res.attempt, fastrand::f64());
@@ -1415,6 +1422,8 @@ impl Driver {
             self.mark_waiting();
             return;
         }
+        self.events
+            .reserve(self.ready.len().min(self.max_concurrency));
         while self.in_flight + self.launches.len() < self.max_concurrency {
             let Some(&i) = self.ready.front() else { break };
             let permit = match &self.engine.inner.permits {
@@ -1454,7 +1463,7 @@ impl Driver {
         rt.retry_at = None;
         let attempt = rt.attempt;
         self.mark_dirty(i);
-        let max_attempts = self.wf.def_node(iu).retry.max_attempts;
+        let max_attempts = self.wf.nodes[iu].retry().max_attempts;
         self.emit(
             EventType::NodeStarted,
             Some(i),
@@ -1464,15 +1473,41 @@ impl Driver {
                 ..EventData::default()
             },
         );
-        let cnode = &self.wf.nodes[iu];
-        let deps = self.wf.deps_of(iu);
+        self.launches.push(Launch {
+            node: i,
+            attempt,
+            permit,
+        });
+    }
+
+    /// A borrowed view of an attempt's input, for executors with a synchronous fast path.
+    fn input_for(&self, i: usize, attempt: u32) -> NodeInput<'_> {
+        let cnode = &self.wf.nodes[i];
+        NodeInput {
+            node_id: &cnode.id,
+            node_name: &cnode.name,
+            node_type: cnode.node_type,
+            node_config: &cnode.config,
+            run_id: &self.run_id,
+            workflow_id: &self.wf.workflow_id,
+            attempt,
+            inputs: &self.inputs,
+            deps: self.wf.deps_of(i),
+            source: self,
+        }
+    }
+
+    /// The input of an attempt (DESIGN §3 "Node input").
+    fn context_for(&self, i: usize, attempt: u32, cancellation: CancellationToken) -> NodeContext {
+        let cnode = &self.wf.nodes[i];
+        let deps = self.wf.deps_of(i);
         let mut dependency_outputs = Vec::with_capacity(deps.len());
         for &j in deps {
             if let Some(out) = &self.nodes[j as usize].output {
                 dependency_outputs.push((self.wf.nodes[j as usize].id.clone(), out.clone()));
             }
         }
-        let ctx = NodeContext {
+        NodeContext {
             node_id: cnode.id.clone(),
             node_name: cnode.name.clone(),
             node_type: cnode.node_type,
@@ -1482,17 +1517,8 @@ impl Driver {
             attempt,
             inputs: self.inputs.clone(),
             dependency_outputs,
-            cancellation: if self.wf.def_node(iu).timeout_ms.is_some() {
-                self.cancel.child_token()
-            } else {
-                self.cancel.clone()
-            },
-        };
-        self.launches.push(Launch {
-            node: i,
-            ctx,
-            permit,
-        });
+            cancellation,
+        }
     }
 
     /// Writes this turn's batch, then acts on it. Store failures are retried while transient.
@@ -1501,7 +1527,8 @@ impl Driver {
             self.act();
             return Flow::Continue;
         }
-        let mut nodes = Vec::with_capacity(self.dirty.len());
+        let mut nodes = std::mem::take(&mut self.row_buf);
+        nodes.reserve(self.dirty.len());
         for k in 0..self.dirty.len() {
             let i = self.dirty[k] as usize;
             self.is_dirty[i] = false;
@@ -1514,8 +1541,7 @@ impl Driver {
             epoch: self.epoch,
             run: self.run_patch.take(),
             nodes,
-            // Moved out at exact size; the turn buffer keeps its capacity for the next turn.
-            events: self.events.drain(..).collect(),
+            events: std::mem::take(&mut self.events),
         };
         let published: Vec<Arc<Event>> = if broadcast {
             batch.events.iter().cloned().map(Arc::new).collect()
@@ -1524,7 +1550,12 @@ impl Driver {
         };
         let mut delay = Duration::from_millis(50);
         loop {
-            match self.engine.inner.store.write(&mut batch).await {
+            let store = &self.engine.inner.store;
+            let written = match store.write_now(&mut batch) {
+                Some(result) => result,
+                None => store.write(&mut batch).await,
+            };
+            match written {
                 Ok(()) => break,
                 Err(e) if e.is_transient() => {
                     warn!(run_id = %self.run_id, error = %e, "store write failed; retrying");
@@ -1541,6 +1572,11 @@ impl Driver {
         for e in published {
             let _ = self.engine.inner.events.send(e);
         }
+        // Take the buffers back for the next turn (an in-memory store moved their contents out).
+        batch.nodes.clear();
+        batch.events.clear();
+        self.row_buf = batch.nodes;
+        self.events = batch.events;
         self.act();
         Flow::Continue
     }
@@ -1553,45 +1589,71 @@ impl Driver {
             let _ = reply.send(answer);
         }
         let mut launches = std::mem::take(&mut self.launches);
-        let mut done = std::mem::take(&mut self.done);
-        for Launch { node, ctx, permit } in launches.drain(..) {
-            let attempt = ctx.attempt;
+        // Most attempts finish at once and emit an event each: make room once.
+        // (and the next turn's first start: a chain's turn is one completion and one start).
+        self.events.reserve(launches.len() + 1);
+        for Launch {
+            node,
+            attempt,
+            permit,
+        } in launches.drain(..)
+        {
             self.in_flight += 1;
-            let executor = self.executor_for(node as usize);
-            let wf = self.wf.clone();
-            let cnode = &wf.nodes[node as usize];
-            let Some(executor) = executor else {
-                let msg = format!(
-                    "no executor registered as `{}`",
-                    cnode.executor.as_deref().unwrap_or("")
-                );
-                done.push(AttemptResult {
+            let Some(executor) = self.executor_for(node as usize) else {
+                let key = self.wf.nodes[node as usize]
+                    .executor
+                    .as_deref()
+                    .unwrap_or("");
+                let msg = format!("no executor registered as `{key}`");
+                self.on_attempt(AttemptResult {
                     node,
                     attempt,
                     result: Err(NodeError::permanent(msg)),
                 });
                 continue;
             };
-            let timeout = wf
-                .def_node(node as usize)
+            let timeout = self.wf.nodes[node as usize]
                 .timeout_ms
-                .map(Duration::from_millis);
-            if let Some(result) = executor.execute_now(&ctx) {
-                drop(permit);
-                done.push(AttemptResult {
-                    node,
-                    attempt,
-                    result,
-                });
-                continue;
+                .map(|t| Duration::from_millis(t.get()));
+            if timeout.is_none() {
+                // The synchronous fast path: no context, no future, no task; the result is taken
+                // in this turn.
+                let now = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    executor.execute_now(&self.input_for(node as usize, attempt))
+                }));
+                match now {
+                    Ok(Some(result)) => {
+                        drop(permit);
+                        self.on_attempt(AttemptResult {
+                            node,
+                            attempt,
+                            result,
+                        });
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(panic) => {
+                        drop(permit);
+                        let result = Err(NodeError::new(panic_message(&panic)));
+                        self.on_attempt(AttemptResult {
+                            node,
+                            attempt,
+                            result,
+                        });
+                        continue;
+                    }
+                }
             }
+            // Every asynchronous attempt gets its own token: cancelling it (a timeout, or the
+            // executor itself) never cancels the run.
+            let ctx = self.context_for(node as usize, attempt, self.cancel.child_token());
             if executor.runs_inline() && timeout.is_none() {
                 let mut fut: AttemptBody = Box::pin(async move { executor.execute(ctx).await });
                 let mut cx = Context::from_waker(Waker::noop());
                 match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
                     Ok(Poll::Ready(result)) => {
                         drop(permit);
-                        done.push(AttemptResult {
+                        self.on_attempt(AttemptResult {
                             node,
                             attempt,
                             result,
@@ -1610,10 +1672,11 @@ impl Driver {
                     })),
                     Err(panic) => {
                         drop(permit);
-                        done.push(AttemptResult {
+                        let result = Err(NodeError::new(panic_message(&panic)));
+                        self.on_attempt(AttemptResult {
                             node,
                             attempt,
-                            result: Err(NodeError::new(panic_message(&panic))),
+                            result,
                         });
                     }
                 }
@@ -1667,10 +1730,6 @@ impl Driver {
             }));
         }
         self.launches = launches;
-        for res in done.drain(..) {
-            self.on_attempt(res);
-        }
-        self.done = done;
     }
 
     /// The executor of a node, looked up once per executor key and run.

@@ -29,10 +29,11 @@ pub trait NodeExecutor: Send + Sync + 'static {
     }
 
     /// A synchronous fast path: an executor whose work is trivial (no I/O, no waiting) may
-    /// return the result here, and the engine then never builds a future for the attempt.
-    /// `None` (the default) means "call [`NodeExecutor::execute`]". Timeouts do not apply.
-    fn execute_now(&self, ctx: &NodeContext) -> Option<Result<Value, NodeError>> {
-        let _ = ctx;
+    /// return the result here from a borrowed view of the input, and the engine then builds no
+    /// context, future or task for the attempt. `None` (the default) means "call
+    /// [`NodeExecutor::execute`]". Not used for nodes with a timeout.
+    fn execute_now(&self, input: &NodeInput<'_>) -> Option<Result<Value, NodeError>> {
+        let _ = input;
         None
     }
 }
@@ -175,6 +176,64 @@ impl NodeContext {
             "dependency_outputs": self.dependency_outputs_json(),
             "dependency_artifacts": self.dependency_artifacts_json(),
         })
+    }
+}
+
+/// Where a [`NodeInput`] finds the outputs of dependencies (implemented by the engine).
+pub(crate) trait OutputSource {
+    /// The id and output of node `j`, if it completed.
+    fn output(&self, j: u32) -> Option<(&str, &Value)>;
+}
+
+/// A borrowed view of an attempt's input, for [`NodeExecutor::execute_now`]: the same
+/// information as a [`NodeContext`] without building one.
+pub struct NodeInput<'a> {
+    /// The node's id.
+    pub node_id: &'a str,
+    /// The node's display name.
+    pub node_name: &'a str,
+    /// The node's type.
+    pub node_type: NodeType,
+    /// The node's `config`.
+    pub node_config: &'a Value,
+    /// The run.
+    pub run_id: &'a str,
+    /// The workflow definition's id.
+    pub workflow_id: &'a str,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// The run's inputs.
+    pub inputs: &'a Value,
+    pub(crate) deps: &'a [u32],
+    pub(crate) source: &'a dyn OutputSource,
+}
+
+impl fmt::Debug for NodeInput<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeInput")
+            .field("node_id", &self.node_id)
+            .field("run_id", &self.run_id)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> NodeInput<'a> {
+    /// Outputs of the dependencies that completed, in declaration order.
+    pub fn dependency_outputs(&self) -> impl Iterator<Item = (&'a str, &'a Value)> + '_ {
+        self.deps.iter().filter_map(|&j| self.source.output(j))
+    }
+
+    /// The output of one dependency, if it completed.
+    pub fn dependency_output(&self, node_id: &str) -> Option<&'a Value> {
+        self.dependency_outputs()
+            .find(|(id, _)| *id == node_id)
+            .map(|(_, v)| v)
+    }
+
+    /// Stable per (run, node) across retries and restarts.
+    pub fn idempotency_key(&self) -> String {
+        idempotency_key(self.run_id, self.node_id)
     }
 }
 

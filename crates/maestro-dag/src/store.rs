@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -270,6 +271,12 @@ pub trait RunStore: Send + Sync {
     /// it keeps out of the batch (an in-memory store does, to avoid copying); on failure the
     /// batch is left as it was, so the caller can retry it.
     async fn write(&self, batch: &mut WriteBatch) -> Result<(), StoreError>;
+    /// The same as [`RunStore::write`] for stores that never wait (in memory): the engine tries
+    /// this first and saves a future per transition. `None` (the default) means "use `write`".
+    fn write_now(&self, batch: &mut WriteBatch) -> Option<Result<(), StoreError>> {
+        let _ = batch;
+        None
+    }
     /// Everything stored about a run.
     async fn load_run(&self, run_id: &str) -> Result<Option<RunSnapshot>, StoreError>;
     /// Runs, newest first.
@@ -283,20 +290,116 @@ pub trait RunStore: Send + Sync {
     ) -> Result<Vec<Event>, StoreError>;
 }
 
-/// Both store ports, as one object.
-pub trait Store: DefinitionStore + RunStore {}
-impl<T: DefinitionStore + RunStore + ?Sized> Store for T {}
+/// A replica's ownership of a run for a while. Every claim raises the run's epoch; writes carry
+/// the epoch they were made under, and a store refuses a write whose epoch is not the run's
+/// current one ([`StoreError::Fenced`]), so a replica that lost its lease can never overwrite
+/// what the new owner wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The run.
+    pub run_id: Arc<str>,
+    /// Who holds it (a replica id).
+    pub owner: String,
+    /// The fencing epoch this lease was granted with.
+    pub epoch: u64,
+    /// When the lease lapses unless renewed.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Leases on runs, for several replicas sharing one store (DESIGN §3 "Multi-replica").
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
+    /// Claims up to `limit` runs that need an owner: runs not yet ended (`pending`, `running`,
+    /// `paused`) with no lease or an expired one. Two concurrent claimers never get the same run
+    /// (PostgreSQL: `FOR UPDATE SKIP LOCKED`). Each claim raises the run's epoch by one.
+    async fn claim_runs(
+        &self,
+        owner: &str,
+        ttl: Duration,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError>;
+    /// Claims one run if it is free (no lease, an expired one, or already `owner`'s). `None` when
+    /// another owner holds a live lease or the run has ended.
+    async fn claim_run(
+        &self,
+        run_id: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError>;
+    /// Extends leases still held by `owner` at their epoch. Returns the renewed leases; a lease
+    /// missing from the answer was lost (expired and taken, or released).
+    async fn renew(
+        &self,
+        owner: &str,
+        leases: &[Lease],
+        ttl: Duration,
+    ) -> Result<Vec<Lease>, StoreError>;
+    /// Gives a lease up (on shutdown or when the run ended). A lease no longer held is ignored.
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError>;
+    /// The current lease of a run, if any (expired or not).
+    async fn lease(&self, run_id: &str) -> Result<Option<Lease>, StoreError>;
+}
+
+/// All store ports, as one object.
+pub trait Store: DefinitionStore + RunStore + LeaseStore {}
+impl<T: DefinitionStore + RunStore + LeaseStore + ?Sized> Store for T {}
 
 #[derive(Debug, Clone, Default)]
 struct RunEntry {
     record: Option<RunRecord>,
-    /// The latest row of every node that left `pending`.
-    nodes: HashMap<Arc<str>, NodeRecord, rustc_hash::FxBuildHasher>,
-    /// The event log in chunks, one per batch: appending never moves what is stored.
-    events: Vec<Vec<Event>>,
-    /// `seq` of the first event of each chunk.
-    chunk_start: Vec<u64>,
+    /// Node rows in the order written; a read keeps the latest row of each node.
+    nodes: Chunked<NodeRecord>,
+    /// The event log: the event with sequence number `s` is at position `s - 1`.
+    events: Chunked<Event>,
     last_seq: u64,
+    /// Raised by every claim.
+    epoch: u64,
+    lease: Option<Lease>,
+}
+
+/// An append-only list in fixed-size chunks: appending moves items in without ever moving what
+/// is stored (no reallocation of a large buffer), and a position is found by arithmetic.
+#[derive(Debug, Clone)]
+struct Chunked<T> {
+    chunks: Vec<Vec<T>>,
+}
+
+impl<T> Default for Chunked<T> {
+    fn default() -> Self {
+        Self { chunks: Vec::new() }
+    }
+}
+
+impl<T> Chunked<T> {
+    const CHUNK: usize = 1024;
+
+    /// Moves every item of `items` in, leaving it empty (with its capacity).
+    fn append(&mut self, items: &mut Vec<T>) {
+        for item in items.drain(..) {
+            match self.chunks.last_mut() {
+                Some(last) if last.len() < Self::CHUNK => last.push(item),
+                _ => {
+                    let mut chunk = Vec::with_capacity(Self::CHUNK);
+                    chunk.push(item);
+                    self.chunks.push(chunk);
+                }
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flatten()
+    }
+
+    /// Items from position `start` on.
+    fn iter_from(&self, start: usize) -> impl Iterator<Item = &T> {
+        let (c, k) = (start / Self::CHUNK, start % Self::CHUNK);
+        self.chunks
+            .get(c)
+            .into_iter()
+            .flat_map(move |chunk| chunk.get(k..).unwrap_or(&[]))
+            .chain(self.chunks.iter().skip(c + 1).flatten())
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -336,6 +439,50 @@ impl MemoryStore {
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Applies a batch: checks everything first, then moves the rows and events in.
+    fn apply(&self, batch: &mut WriteBatch) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        let entry = g
+            .runs
+            .get_mut(&batch.run_id)
+            .ok_or_else(|| StoreError::NotFound(format!("run {}", batch.run_id)))?;
+        // Check everything before changing anything, so the batch is all-or-nothing.
+        if batch.epoch < entry.epoch {
+            return Err(StoreError::Fenced {
+                run_id: batch.run_id.to_string(),
+                attempted: batch.epoch,
+                current: entry.epoch,
+            });
+        }
+        for (k, e) in batch.events.iter().enumerate() {
+            let expected = entry.last_seq + 1 + k as u64;
+            if e.seq != expected {
+                return Err(StoreError::Conflict(format!(
+                    "event seq {} for run {} but the log expects {expected}",
+                    e.seq, batch.run_id
+                )));
+            }
+        }
+        if let Some(patch) = &batch.run {
+            let rec = entry.record.as_mut().expect("created runs have a record");
+            rec.status = patch.status;
+            if rec.started_at.is_none() {
+                rec.started_at = patch.started_at;
+            }
+            rec.finished_at = patch.finished_at;
+            rec.error.clone_from(&patch.error);
+        }
+        if !batch.nodes.is_empty() {
+            entry.nodes.append(&mut batch.nodes);
+        }
+        if let Some(first) = batch.events.first() {
+            debug_assert_eq!(first.seq, entry.last_seq + 1);
+            entry.last_seq += batch.events.len() as u64;
+            entry.events.append(&mut batch.events);
+        }
+        Ok(())
     }
 
     /// An independent deep copy of the current contents.
@@ -460,44 +607,11 @@ impl RunStore for MemoryStore {
     }
 
     async fn write(&self, batch: &mut WriteBatch) -> Result<(), StoreError> {
-        let mut g = self.lock();
-        let entry = g
-            .runs
-            .get_mut(&batch.run_id)
-            .ok_or_else(|| StoreError::NotFound(format!("run {}", batch.run_id)))?;
-        // Check everything before changing anything, so the batch is all-or-nothing.
-        for (k, e) in batch.events.iter().enumerate() {
-            let expected = entry.last_seq + 1 + k as u64;
-            if e.seq != expected {
-                return Err(StoreError::Conflict(format!(
-                    "event seq {} for run {} but the log expects {expected}",
-                    e.seq, batch.run_id
-                )));
-            }
-        }
-        if let Some(patch) = &batch.run {
-            let rec = entry.record.as_mut().expect("created runs have a record");
-            rec.status = patch.status;
-            if rec.started_at.is_none() {
-                rec.started_at = patch.started_at;
-            }
-            rec.finished_at = patch.finished_at;
-            rec.error.clone_from(&patch.error);
-        }
-        for n in batch.nodes.drain(..) {
-            match entry.nodes.get_mut(&n.node_id) {
-                Some(row) => *row = n,
-                None => {
-                    entry.nodes.insert(n.node_id.clone(), n);
-                }
-            }
-        }
-        if let Some(first) = batch.events.first() {
-            entry.chunk_start.push(first.seq);
-            entry.last_seq += batch.events.len() as u64;
-            entry.events.push(std::mem::take(&mut batch.events));
-        }
-        Ok(())
+        self.apply(batch)
+    }
+
+    fn write_now(&self, batch: &mut WriteBatch) -> Option<Result<(), StoreError>> {
+        Some(self.apply(batch))
     }
 
     async fn load_run(&self, run_id: &str) -> Result<Option<RunSnapshot>, StoreError> {
@@ -508,7 +622,11 @@ impl RunStore for MemoryStore {
         let Some(run) = entry.record.clone() else {
             return Ok(None);
         };
-        let mut nodes: Vec<NodeRecord> = entry.nodes.values().cloned().collect();
+        let mut latest: HashMap<&str, &NodeRecord, rustc_hash::FxBuildHasher> = HashMap::default();
+        for row in entry.nodes.iter() {
+            latest.insert(&row.node_id, row);
+        }
+        let mut nodes: Vec<NodeRecord> = latest.into_values().cloned().collect();
         nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         Ok(Some(RunSnapshot {
             run,
@@ -547,17 +665,146 @@ impl RunStore for MemoryStore {
         let Some(entry) = g.runs.get(run_id) else {
             return Err(StoreError::NotFound(format!("run {run_id}")));
         };
-        // Start at the last chunk whose first event is at or before `after + 1`.
-        let first = entry
-            .chunk_start
-            .partition_point(|&seq| seq <= after)
-            .saturating_sub(1);
-        Ok(entry.events[first.min(entry.events.len())..]
-            .iter()
-            .flat_map(|chunk| chunk.iter())
-            .filter(|e| e.seq > after)
+        Ok(entry
+            .events
+            .iter_from(after as usize)
             .take(limit)
             .cloned()
             .collect())
+    }
+}
+
+fn lease_ttl(ttl: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX)
+}
+
+#[async_trait]
+impl LeaseStore for MemoryStore {
+    async fn claim_runs(
+        &self,
+        owner: &str,
+        ttl: Duration,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let now = Utc::now();
+        let mut g = self.lock();
+        let order = g.run_order.clone();
+        let mut out = Vec::new();
+        for id in order {
+            if out.len() >= limit {
+                break;
+            }
+            let entry = g.runs.get_mut(&id).expect("ordered runs exist");
+            let ended = entry.record.as_ref().is_none_or(|r| r.status.is_terminal());
+            let free = entry.lease.as_ref().is_none_or(|l| l.expires_at <= now);
+            if ended || !free {
+                continue;
+            }
+            entry.epoch += 1;
+            let lease = Lease {
+                run_id: id.clone(),
+                owner: owner.to_string(),
+                epoch: entry.epoch,
+                expires_at: now + lease_ttl(ttl),
+            };
+            entry.lease = Some(lease.clone());
+            out.push(lease);
+        }
+        Ok(out)
+    }
+
+    async fn claim_run(
+        &self,
+        run_id: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let now = Utc::now();
+        let mut g = self.lock();
+        let Some(entry) = g.runs.get_mut(run_id) else {
+            return Err(StoreError::NotFound(format!("run {run_id}")));
+        };
+        if entry.record.as_ref().is_none_or(|r| r.status.is_terminal()) {
+            return Ok(None);
+        }
+        if let Some(l) = &entry.lease
+            && l.expires_at > now
+            && l.owner != owner
+        {
+            return Ok(None);
+        }
+        entry.epoch += 1;
+        let lease = Lease {
+            run_id: Arc::from(run_id),
+            owner: owner.to_string(),
+            epoch: entry.epoch,
+            expires_at: now + lease_ttl(ttl),
+        };
+        entry.lease = Some(lease.clone());
+        Ok(Some(lease))
+    }
+
+    async fn renew(
+        &self,
+        owner: &str,
+        leases: &[Lease],
+        ttl: Duration,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let now = Utc::now();
+        let mut g = self.lock();
+        let mut out = Vec::new();
+        for l in leases {
+            let Some(entry) = g.runs.get_mut(&l.run_id) else {
+                continue;
+            };
+            if let Some(cur) = &mut entry.lease
+                && cur.owner == owner
+                && cur.epoch == l.epoch
+                && entry.epoch == l.epoch
+            {
+                cur.expires_at = now + lease_ttl(ttl);
+                out.push(cur.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        if let Some(entry) = g.runs.get_mut(&lease.run_id)
+            && entry
+                .lease
+                .as_ref()
+                .is_some_and(|l| l.owner == lease.owner && l.epoch == lease.epoch)
+        {
+            entry.lease = None;
+        }
+        Ok(())
+    }
+
+    async fn lease(&self, run_id: &str) -> Result<Option<Lease>, StoreError> {
+        Ok(self.lock().runs.get(run_id).and_then(|e| e.lease.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_lists_find_every_position_across_chunks() {
+        let mut c: Chunked<usize> = Chunked::default();
+        let n = Chunked::<usize>::CHUNK * 3 + 7;
+        let mut batch: Vec<usize> = (0..n / 2).collect();
+        c.append(&mut batch);
+        assert!(batch.is_empty());
+        let mut rest: Vec<usize> = (n / 2..n).collect();
+        c.append(&mut rest);
+        assert_eq!(c.iter().count(), n);
+        for start in [0, 1, 1023, 1024, 1025, 2048, n - 1, n, n + 5] {
+            let got: Vec<usize> = c.iter_from(start).copied().collect();
+            let want: Vec<usize> = (start.min(n)..n).collect();
+            assert_eq!(got, want, "from {start}");
+        }
     }
 }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::condition::Condition;
-use crate::definition::{NodeDefinition, NodeType, WorkflowDefinition};
+use std::num::NonZeroU64;
+
+use crate::definition::{FailurePolicy, NodeType, RetryPolicy, TriggerRule, WorkflowDefinition};
 use crate::validate::{ExecutorLookup, ValidationErrors, validate};
 
 /// One compiled node.
@@ -21,12 +23,36 @@ pub(crate) struct CNode {
     pub(crate) executor: Option<Arc<str>>,
     pub(crate) config: Arc<Value>,
     pub(crate) condition: Option<Box<Condition>>,
+    /// Index into [`TriggerRule::ALL`] (validated workflows hold no invalid rule).
+    pub(crate) rule: u8,
+    /// The retry policy when not the default one.
+    retry: Option<Box<RetryPolicy>>,
+    pub(crate) timeout_ms: Option<NonZeroU64>,
+}
+
+impl CNode {
+    pub(crate) fn rule(&self) -> &'static TriggerRule {
+        &TriggerRule::ALL[self.rule as usize]
+    }
+
+    pub(crate) fn retry(&self) -> &RetryPolicy {
+        static DEFAULT: std::sync::OnceLock<RetryPolicy> = std::sync::OnceLock::new();
+        self.retry
+            .as_deref()
+            .unwrap_or_else(|| DEFAULT.get_or_init(RetryPolicy::default))
+    }
 }
 
 /// A validated workflow, ready to run. Cheap to share (`Arc<Workflow>`) between runs.
+///
+/// It keeps what running needs, not the definition itself (keep that, e.g. in the store's
+/// [`DefinitionRecord`](crate::DefinitionRecord), if you need it back): a workflow of 100,000
+/// nodes weighs about 150 bytes a node once compiled.
 #[derive(Debug)]
 pub struct Workflow {
-    definition: Arc<WorkflowDefinition>,
+    name: Arc<str>,
+    max_concurrency: Option<u32>,
+    failure_policy: FailurePolicy,
     version: u32,
     content_hash: String,
     pub(crate) workflow_id: Arc<str>,
@@ -45,7 +71,7 @@ impl Workflow {
         definition: WorkflowDefinition,
         executors: Option<&dyn ExecutorLookup>,
     ) -> Result<Self, ValidationErrors> {
-        Self::compile_arc(Arc::new(definition), executors)
+        Self::compile_ref(&definition, executors)
     }
 
     /// [`Workflow::compile`] for a shared definition.
@@ -53,7 +79,15 @@ impl Workflow {
         definition: Arc<WorkflowDefinition>,
         executors: Option<&dyn ExecutorLookup>,
     ) -> Result<Self, ValidationErrors> {
-        validate(&definition, executors)?;
+        Self::compile_ref(&definition, executors)
+    }
+
+    /// [`Workflow::compile`] for a borrowed definition.
+    pub fn compile_ref(
+        definition: &WorkflowDefinition,
+        executors: Option<&dyn ExecutorLookup>,
+    ) -> Result<Self, ValidationErrors> {
+        validate(definition, executors)?;
         let n = definition.nodes.len();
         let mut index: FxHashMap<Arc<str>, u32> =
             FxHashMap::with_capacity_and_hasher(n, Default::default());
@@ -80,6 +114,12 @@ impl Workflow {
                 condition: d.condition.as_deref().map(|c| {
                     Box::new(Condition::compile(c).expect("validated conditions compile"))
                 }),
+                rule: TriggerRule::ALL
+                    .iter()
+                    .position(|r| *r == d.trigger_rule)
+                    .unwrap_or(0) as u8,
+                retry: (d.retry != RetryPolicy::default()).then(|| Box::new(d.retry.clone())),
+                timeout_ms: d.timeout_ms.and_then(NonZeroU64::new),
             });
         }
         // Dependencies, deduplicated, in declaration order.
@@ -118,7 +158,9 @@ impl Workflow {
         let content_hash = definition.content_hash();
         Ok(Self {
             workflow_id: Arc::from(definition.id.as_str()),
-            definition,
+            name: Arc::from(definition.display_name()),
+            max_concurrency: definition.max_concurrency,
+            failure_policy: definition.failure_policy,
             version: 1,
             content_hash,
             nodes,
@@ -136,9 +178,29 @@ impl Workflow {
         self
     }
 
-    /// The definition.
-    pub fn definition(&self) -> &Arc<WorkflowDefinition> {
-        &self.definition
+    /// The workflow's display name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Nodes of one run executing at once (`None`: unlimited).
+    pub fn max_concurrency(&self) -> Option<u32> {
+        self.max_concurrency
+    }
+
+    /// What a node failure does to the rest of a run.
+    pub fn failure_policy(&self) -> FailurePolicy {
+        self.failure_policy
+    }
+
+    /// The trigger rule of a node.
+    pub fn trigger_rule(&self, id: &str) -> Option<&TriggerRule> {
+        self.index_of(id).map(|i| self.nodes[i].rule())
+    }
+
+    /// The retry policy of a node.
+    pub fn retry_policy(&self, id: &str) -> Option<&RetryPolicy> {
+        self.index_of(id).map(|i| self.nodes[i].retry())
     }
 
     /// The workflow's id.
@@ -174,11 +236,6 @@ impl Workflow {
     /// The dense index of a node.
     pub fn index_of(&self, id: &str) -> Option<usize> {
         self.index.get(id).map(|&i| i as usize)
-    }
-
-    /// The definition of the node at dense index `i`.
-    pub(crate) fn def_node(&self, i: usize) -> &NodeDefinition {
-        &self.definition.nodes[i]
     }
 
     pub(crate) fn deps_of(&self, i: usize) -> &[u32] {

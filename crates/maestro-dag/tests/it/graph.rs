@@ -172,14 +172,20 @@ fn a_dependency_listed_twice_is_one_edge() {
 }
 
 #[test]
-fn a_compiled_workflow_keeps_its_definition_and_identity() {
+fn a_compiled_workflow_keeps_its_identity_and_settings() {
     let def = sdlc_parallel();
     let hash = def.content_hash();
     let wf = compile(def.clone());
     assert_eq!(wf.id(), "sdlc_parallel");
     assert_eq!(wf.version(), 1);
     assert_eq!(wf.content_hash(), hash);
-    assert_eq!(**wf.definition(), def);
+    assert_eq!(wf.name(), def.display_name());
+    assert_eq!(wf.max_concurrency(), def.max_concurrency);
+    assert_eq!(wf.failure_policy(), def.failure_policy);
+    for n in &def.nodes {
+        assert_eq!(wf.trigger_rule(&n.id), Some(&n.trigger_rule));
+        assert_eq!(wf.retry_policy(&n.id), Some(&n.retry));
+    }
     assert_eq!(
         wf.node_ids().collect::<Vec<_>>(),
         [REQ, DESIGN, BACKEND, FRONTEND, TESTING, REVIEW]

@@ -1,0 +1,3 @@
+//! The workspace's integration tests: one test binary with a module per area.
+
+mod tidy;
