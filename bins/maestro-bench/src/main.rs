@@ -44,6 +44,9 @@ enum Command {
         /// Number of timed runs.
         #[arg(long, default_value_t = 5)]
         repeats: usize,
+        /// The tokio runtime the engine runs on.
+        #[arg(long, value_enum, default_value_t = RuntimeArg::Multi)]
+        runtime: RuntimeArg,
     },
     /// Time validation and compilation of a definition of N nodes.
     Validate {
@@ -57,6 +60,14 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         repeats: usize,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RuntimeArg {
+    /// Multi-threaded (one worker per core), as the server runs.
+    Multi,
+    /// Current-thread: everything on the main thread.
+    Current,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -111,23 +122,19 @@ fn stats(mut times_ms: Vec<f64>) -> (f64, f64) {
     (times_ms[0], times_ms[times_ms.len() / 2])
 }
 
-fn core(shape: Shape, n: usize, repeats: usize) -> anyhow::Result<Value> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+fn core(shape: Shape, n: usize, repeats: usize, runtime: RuntimeArg) -> anyhow::Result<Value> {
+    let rt = match runtime {
+        RuntimeArg::Multi => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+        RuntimeArg::Current => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+    };
     let registry = ExecutorRegistry::new().with("noop", Noop);
-    if std::env::var_os("BENCH_MEM").is_some() {
-        eprintln!("rss at start: {} MB", rss_mb());
-    }
     let def = definition(shape, n);
-    if std::env::var_os("BENCH_MEM").is_some() {
-        eprintln!("rss after definition: {} MB", rss_mb());
-    }
     let workflow =
         Arc::new(Workflow::compile(def, Some(&registry)).context("invalid bench graph")?);
-    if std::env::var_os("BENCH_MEM").is_some() {
-        eprintln!("rss after compile: {} MB", rss_mb());
-    }
     let mut times = Vec::with_capacity(repeats);
     for _ in 0..repeats {
         let engine = Engine::new(Arc::new(MemoryStore::new()), registry.clone());
@@ -138,9 +145,6 @@ fn core(shape: Shape, n: usize, repeats: usize) -> anyhow::Result<Value> {
             anyhow::Ok(handle.wait().await)
         })?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
-        if std::env::var_os("BENCH_MEM").is_some() {
-            eprintln!("rss after run: {} MB", rss_mb());
-        }
         if outcome.completed != n {
             bail!(
                 "run ended {} with {} of {n} nodes completed",
@@ -150,9 +154,14 @@ fn core(shape: Shape, n: usize, repeats: usize) -> anyhow::Result<Value> {
         }
     }
     let (best, median) = stats(times);
-    Ok(
-        json!({"shape": shape.name(), "nodes": n, "best_ms": round3(best), "median_ms": round3(median)}),
-    )
+    Ok(json!({
+        "shape": shape.name(),
+        "nodes": n,
+        "best_ms": round3(best),
+        "median_ms": round3(median),
+        "runtime": match runtime { RuntimeArg::Multi => "multi_thread", RuntimeArg::Current => "current_thread" },
+        "peak_rss_bytes_per_node": peak_rss_bytes() / n.max(1) as u64,
+    }))
 }
 
 fn validate(shape: Shape, n: usize, repeats: usize) -> anyhow::Result<Value> {
@@ -172,15 +181,14 @@ fn validate(shape: Shape, n: usize, repeats: usize) -> anyhow::Result<Value> {
     )
 }
 
-fn rss_mb() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 4096
-        / (1 << 20)
+/// The process's peak resident memory (`VmHWM`), in bytes; 0 where /proc is not there.
+fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 fn round3(x: f64) -> f64 {
@@ -194,7 +202,8 @@ fn main() -> anyhow::Result<()> {
             shape,
             nodes,
             repeats,
-        } => core(shape.into(), nodes, repeats.max(1))?,
+            runtime,
+        } => core(shape.into(), nodes, repeats.max(1), runtime)?,
         Command::Validate {
             shape,
             nodes,

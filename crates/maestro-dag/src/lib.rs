@@ -28,9 +28,10 @@
 //! - **Conditions**: [`Condition`], a CEL expression over `inputs` and `outputs`.
 //! - **Running**: [`Engine`], [`EngineConfig`], [`StartOptions`], [`RunHandle`], [`RunOutcome`],
 //!   [`EngineError`] (each with a stable [`EngineError::code`]).
-//! - **Executors**, the node port: [`NodeExecutor`], the [`NodeContext`] it receives, its
-//!   [`NodeError`], the [`ExecutorRegistry`], [`FnExecutor`] for closures, and the
-//!   [`CancellationToken`] re-exported from `tokio-util`.
+//! - **Executors**, the node port: [`NodeExecutor`], the [`NodeContext`] it receives (or the
+//!   borrowed [`NodeInput`] of its synchronous fast path), its [`NodeError`], the
+//!   [`ExecutorRegistry`], [`FnExecutor`] for closures, and the [`CancellationToken`]
+//!   re-exported from `tokio-util`.
 //! - **Events**: [`Event`] (the wire shape), [`EventType`], [`EventData`].
 //! - **Statuses**: [`RunStatus`], [`NodeStatus`].
 //! - **Stores**, the persistence ports: [`RunStore`], [`DefinitionStore`], [`LeaseStore`],

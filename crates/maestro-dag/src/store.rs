@@ -357,34 +357,52 @@ struct RunEntry {
     lease: Option<Lease>,
 }
 
-/// An append-only list in fixed-size chunks: appending moves items in without ever moving what
-/// is stored (no reallocation of a large buffer), and a position is found by arithmetic.
+/// An append-only list in chunks: small appends are copied into the last chunk while it has
+/// room (no per-batch allocation), large ones are moved in whole (no copy), and nothing stored
+/// ever moves (no reallocation of a large buffer).
 #[derive(Debug, Clone)]
 struct Chunked<T> {
     chunks: Vec<Vec<T>>,
+    /// Position of the first item of each chunk.
+    starts: Vec<usize>,
+    len: usize,
 }
 
 impl<T> Default for Chunked<T> {
     fn default() -> Self {
-        Self { chunks: Vec::new() }
+        Self {
+            chunks: Vec::new(),
+            starts: Vec::new(),
+            len: 0,
+        }
     }
 }
 
 impl<T> Chunked<T> {
     const CHUNK: usize = 1024;
 
-    /// Moves every item of `items` in, leaving it empty (with its capacity).
+    /// Moves every item of `items` in, leaving `items` empty (with its capacity when the items
+    /// were copied, without it when the buffer itself was taken).
     fn append(&mut self, items: &mut Vec<T>) {
-        for item in items.drain(..) {
+        if items.is_empty() {
+            return;
+        }
+        let n = items.len();
+        if n >= Self::CHUNK {
+            self.starts.push(self.len);
+            self.chunks.push(std::mem::take(items));
+        } else {
             match self.chunks.last_mut() {
-                Some(last) if last.len() < Self::CHUNK => last.push(item),
+                Some(last) if last.len() + n <= last.capacity() => last.append(items),
                 _ => {
                     let mut chunk = Vec::with_capacity(Self::CHUNK);
-                    chunk.push(item);
+                    chunk.append(items);
+                    self.starts.push(self.len);
                     self.chunks.push(chunk);
                 }
             }
         }
+        self.len += n;
     }
 
     fn iter(&self) -> impl Iterator<Item = &T> {
@@ -393,12 +411,16 @@ impl<T> Chunked<T> {
 
     /// Items from position `start` on.
     fn iter_from(&self, start: usize) -> impl Iterator<Item = &T> {
-        let (c, k) = (start / Self::CHUNK, start % Self::CHUNK);
-        self.chunks
+        let c = self
+            .starts
+            .partition_point(|&s| s <= start)
+            .saturating_sub(1);
+        let offset = start.saturating_sub(self.starts.get(c).copied().unwrap_or(0));
+        let head = self
+            .chunks
             .get(c)
-            .into_iter()
-            .flat_map(move |chunk| chunk.get(k..).unwrap_or(&[]))
-            .chain(self.chunks.iter().skip(c + 1).flatten())
+            .map_or(&[][..], |chunk| chunk.get(offset..).unwrap_or(&[]));
+        head.iter().chain(self.chunks.iter().skip(c + 1).flatten())
     }
 }
 
@@ -798,8 +820,10 @@ mod tests {
         let mut batch: Vec<usize> = (0..n / 2).collect();
         c.append(&mut batch);
         assert!(batch.is_empty());
-        let mut rest: Vec<usize> = (n / 2..n).collect();
-        c.append(&mut rest);
+        for k in (n / 2..n).step_by(3) {
+            let mut small: Vec<usize> = (k..(k + 3).min(n)).collect();
+            c.append(&mut small);
+        }
         assert_eq!(c.iter().count(), n);
         for start in [0, 1, 1023, 1024, 1025, 2048, n - 1, n, n + 5] {
             let got: Vec<usize> = c.iter_from(start).copied().collect();
