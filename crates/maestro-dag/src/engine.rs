@@ -1573,10 +1573,16 @@ impl Driver {
             let _ = self.engine.inner.events.send(e);
         }
         // Take the buffers back for the next turn (an in-memory store moved their contents out).
+        // Big buffers (a fan-out's turn) are let go rather than kept for small turns.
+        const KEEP: usize = 4096;
         batch.nodes.clear();
         batch.events.clear();
-        self.row_buf = batch.nodes;
-        self.events = batch.events;
+        if batch.nodes.capacity() <= KEEP {
+            self.row_buf = batch.nodes;
+        }
+        if batch.events.capacity() <= KEEP {
+            self.events = batch.events;
+        }
         self.act();
         Flow::Continue
     }

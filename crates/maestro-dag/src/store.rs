@@ -347,8 +347,12 @@ impl<T: DefinitionStore + RunStore + LeaseStore + ?Sized> Store for T {}
 #[derive(Debug, Clone, Default)]
 struct RunEntry {
     record: Option<RunRecord>,
-    /// Node rows in the order written; a read keeps the latest row of each node.
+    /// Node rows in the order first written; a later row for the same node replaces it in place.
     nodes: Chunked<NodeRecord>,
+    /// Position of each node's row, keyed by the address of its id: a row holds its `Arc`, so
+    /// the address stays valid and unique while the row exists. A writer using another `Arc` for
+    /// the same id (a recovered run) only appends a newer row; reads keep the last one.
+    row_at: HashMap<usize, usize, rustc_hash::FxBuildHasher>,
     /// The event log: the event with sequence number `s` is at position `s - 1`.
     events: Chunked<Event>,
     last_seq: u64,
@@ -407,6 +411,24 @@ impl<T> Chunked<T> {
 
     fn iter(&self) -> impl Iterator<Item = &T> {
         self.chunks.iter().flatten()
+    }
+
+    fn push(&mut self, item: T) {
+        match self.chunks.last_mut() {
+            Some(last) if last.len() < last.capacity() => last.push(item),
+            _ => {
+                let mut chunk = Vec::with_capacity(Self::CHUNK);
+                chunk.push(item);
+                self.starts.push(self.len);
+                self.chunks.push(chunk);
+            }
+        }
+        self.len += 1;
+    }
+
+    fn get_mut(&mut self, pos: usize) -> &mut T {
+        let c = self.starts.partition_point(|&s| s <= pos) - 1;
+        &mut self.chunks[c][pos - self.starts[c]]
     }
 
     /// Items from position `start` on.
@@ -497,7 +519,16 @@ impl MemoryStore {
             rec.error.clone_from(&patch.error);
         }
         if !batch.nodes.is_empty() {
-            entry.nodes.append(&mut batch.nodes);
+            for row in batch.nodes.drain(..) {
+                let key = Arc::as_ptr(&row.node_id).cast::<u8>() as usize;
+                match entry.row_at.get(&key) {
+                    Some(&pos) => *entry.nodes.get_mut(pos) = row,
+                    None => {
+                        entry.row_at.insert(key, entry.nodes.len);
+                        entry.nodes.push(row);
+                    }
+                }
+            }
         }
         if let Some(first) = batch.events.first() {
             debug_assert_eq!(first.seq, entry.last_seq + 1);
