@@ -762,6 +762,8 @@ struct Driver {
     /// Worklist of settled nodes whose dependents still need to hear of it.
     settled: Vec<u32>,
     propagating: bool,
+    /// Reused buffer for the dependents of a settled node.
+    scratch: Vec<u32>,
     /// Reused buffer for the node rows of a batch.
     row_buf: Vec<NodeRecord>,
     /// The shared `{}` output.
@@ -811,6 +813,7 @@ impl Driver {
             last_executor: None,
             empty_output: Arc::new(Value::Object(Map::new())),
             row_buf: Vec::new(),
+            scratch: Vec::new(),
             wf,
         }
     }
@@ -1114,9 +1117,8 @@ impl Driver {
         if self.nodes[iu].status != NodeStatus::Pending || self.nodes[iu].queued {
             return;
         }
-        let wf = self.wf.clone();
-        let cnode = &wf.nodes[iu];
-        let total = wf.deps_of(iu).len() as u32;
+        let cnode = &self.wf.nodes[iu];
+        let total = self.wf.deps_of(iu).len() as u32;
         let rt = &self.nodes[iu];
         match decide(cnode.rule(), total, rt.succ, rt.fail, rt.skip) {
             Decision::Wait => {}
@@ -1127,10 +1129,12 @@ impl Driver {
                 }
                 if let Some(cond) = &cnode.condition {
                     let outputs = self.dependency_outputs_value(iu);
-                    match cond.evaluate(&self.inputs, &outputs) {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            let reason = format!("condition `{}` is false", cond.source());
+                    let verdict = cond
+                        .evaluate(&self.inputs, &outputs)
+                        .map(|ok| ok.then_some(()).ok_or_else(|| format!("condition `{}` is false", cond.source())));
+                    match verdict {
+                        Ok(Ok(())) => {}
+                        Ok(Err(reason)) => {
                             self.skip(i, Arc::from(reason));
                             return;
                         }
@@ -1141,14 +1145,10 @@ impl Driver {
                         }
                     }
                 }
-                if cnode.node_type == NodeType::HumanReview {
+                if self.wf.nodes[iu].node_type == NodeType::HumanReview {
                     self.nodes[iu].started_at = Some(self.now);
                     self.set_node_status(i, NodeStatus::WaitingApproval);
-                    self.emit(
-                        EventType::NodeWaitingApproval,
-                        Some(i),
-                        EventData::default(),
-                    );
+                    self.emit(EventType::NodeWaitingApproval, Some(i), EventData::default());
                 } else {
                     self.nodes[iu].queued = true;
                     self.ready.push_back(i);
@@ -1175,10 +1175,12 @@ impl Driver {
             return;
         }
         self.propagating = true;
-        let wf = self.wf.clone();
+        let mut outs = std::mem::take(&mut self.scratch);
         while let Some(i) = self.settled.pop() {
             let status = self.nodes[i as usize].status;
-            for &j in wf.outs_of(i as usize) {
+            outs.clear();
+            outs.extend_from_slice(self.wf.outs_of(i as usize));
+            for &j in &outs {
                 let rt = &mut self.nodes[j as usize];
                 match status {
                     NodeStatus::Completed => rt.succ += 1,
@@ -1189,6 +1191,7 @@ impl Driver {
                 self.evaluate(j);
             }
         }
+        self.scratch = outs;
         self.propagating = false;
     }
 

@@ -449,7 +449,7 @@ impl<T> Chunked<T> {
 #[derive(Debug, Clone, Default)]
 struct Inner {
     definitions: HashMap<String, Vec<DefinitionRecord>>,
-    runs: HashMap<Arc<str>, RunEntry>,
+    runs: HashMap<Arc<str>, RunEntry, rustc_hash::FxBuildHasher>,
     run_order: Vec<Arc<str>>,
     idempotency: HashMap<(Arc<str>, String), Arc<str>>,
 }

@@ -32,7 +32,9 @@ pub(crate) struct CNode {
 
 impl CNode {
     pub(crate) fn rule(&self) -> &'static TriggerRule {
-        &TriggerRule::ALL[self.rule as usize]
+        // A `static`, not the `const`: indexing a const array builds (and drops) a copy.
+        static RULES: [TriggerRule; 8] = TriggerRule::ALL;
+        &RULES[self.rule as usize]
     }
 
     pub(crate) fn retry(&self) -> &RetryPolicy {
