@@ -8,13 +8,13 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repeats="${1:-9}"
 
-cargo build --quiet --release -p maestro-bench
+cargo build --quiet --profile perf -p maestro-bench
 cargo build --quiet --release --locked \
   --manifest-path ../shared/bench/dagrs-bench/Cargo.toml --target-dir target/peer
 
 for nodes in 10000 100000; do
   for shape in chain fanout layered; do
-    target/release/maestro-bench core --shape "$shape" --nodes "$nodes" --repeats "$repeats"
+    target/perf/maestro-bench core --shape "$shape" --nodes "$nodes" --repeats "$repeats"
     target/peer/release/dagrs-bench "$shape" "$nodes" "$repeats"
   done
 done
@@ -22,11 +22,11 @@ done
 # Peak memory of a single run (the process's high-water mark, as /usr/bin/time -v reports it).
 for shape in chain fanout layered; do
   for runtime in multi current; do
-    target/release/maestro-bench core --shape "$shape" --nodes 100000 --repeats 1 --runtime "$runtime"
+    target/perf/maestro-bench core --shape "$shape" --nodes 100000 --repeats 1 --runtime "$runtime"
   done
 done
 
 # Validation and compilation of a 100,000-node definition.
 for shape in chain fanout layered; do
-  target/release/maestro-bench validate --shape "$shape" --nodes 100000 --repeats "$repeats"
+  target/perf/maestro-bench validate --shape "$shape" --nodes 100000 --repeats "$repeats"
 done
