@@ -36,7 +36,9 @@ use crate::executor::{
     ExecutorRegistry, NodeContext, NodeError, NodeExecutor, NodeInput, OutputSource,
 };
 use crate::status::{NodeStatus, RunStatus};
-use crate::store::{NewRun, NodeRecord, RunPatch, RunSnapshot, RunStore, StoreError, WriteBatch};
+use crate::store::{
+    CreateRun, NewRun, NodeRecord, RunPatch, RunSnapshot, RunStore, StoreError, WriteBatch,
+};
 use crate::workflow::Workflow;
 
 /// Engine-wide settings.
@@ -94,6 +96,12 @@ pub enum EngineError {
     /// The engine is shutting down.
     #[error("the engine is shutting down")]
     ShuttingDown,
+    /// No such workflow (or version).
+    #[error("workflow {0} not found")]
+    WorkflowNotFound(String),
+    /// A stored definition no longer compiles (e.g. an executor was removed).
+    #[error("invalid workflow: {0}")]
+    InvalidWorkflow(String),
 }
 
 impl EngineError {
@@ -106,6 +114,8 @@ impl EngineError {
             Self::InvalidTransition(_) => "invalid_transition",
             Self::Store(e) => e.code(),
             Self::ShuttingDown => "shutting_down",
+            Self::WorkflowNotFound(_) => "workflow_not_found",
+            Self::InvalidWorkflow(_) => "invalid_workflow",
         }
     }
 }
@@ -293,23 +303,10 @@ impl Engine {
         inputs: Value,
         options: StartOptions,
     ) -> Result<RunHandle, EngineError> {
-        let run_id: Arc<str> = options
-            .run_id
-            .map(Arc::from)
-            .unwrap_or_else(|| Arc::from(uuid::Uuid::now_v7().to_string()));
-        let inputs = Arc::new(inputs);
-        let created = self
-            .inner
-            .store
-            .create_run(NewRun {
-                run_id: run_id.clone(),
-                workflow_id: workflow.workflow_id.clone(),
-                version: workflow.version(),
-                content_hash: workflow.content_hash().to_string(),
-                inputs: inputs.clone(),
-                idempotency_key: options.idempotency_key,
-            })
-            .await?;
+        let epoch = options.epoch;
+        let created = self.create_run(&workflow, inputs, options).await?;
+        let run_id = created.run.run_id.clone();
+        let inputs = created.run.inputs.clone();
         if !created.created {
             let existing = created.run.run_id.clone();
             if let Some(c) = self.lock_runs().get(&existing) {
@@ -322,8 +319,61 @@ impl Engine {
             let snapshot = self.load(&existing).await?;
             return Ok(finished_handle(&snapshot, false));
         }
-        let driver = Driver::new(self.clone(), workflow, run_id, inputs, options.epoch, 0);
+        let driver = Driver::new(self.clone(), workflow, run_id, inputs, epoch, 0);
         Ok(self.launch(driver, Mode::Fresh, true))
+    }
+
+    /// Stores a new run (status `pending`) without driving it: for a replica that claims the
+    /// run's lease first and then drives it with [`Engine::recover`]. With an idempotency key
+    /// used before for this workflow, returns the earlier run (`created == false`).
+    pub async fn create_run(
+        &self,
+        workflow: &Workflow,
+        inputs: Value,
+        options: StartOptions,
+    ) -> Result<CreateRun, EngineError> {
+        let run_id: Arc<str> = options
+            .run_id
+            .map(Arc::from)
+            .unwrap_or_else(|| Arc::from(uuid::Uuid::now_v7().to_string()));
+        Ok(self
+            .inner
+            .store
+            .create_run(NewRun {
+                run_id,
+                workflow_id: workflow.workflow_id.clone(),
+                version: workflow.version(),
+                content_hash: workflow.content_hash().to_string(),
+                inputs: Arc::new(inputs),
+                idempotency_key: options.idempotency_key,
+            })
+            .await?)
+    }
+
+    /// Stops driving one run without changing its stored state (its lease was lost, or the
+    /// replica hands it over): running attempts are cancelled and will run again wherever the
+    /// run is recovered. False when this engine was not driving it.
+    pub async fn stop(&self, run_id: &str) -> bool {
+        let control = self
+            .lock_runs()
+            .get(run_id)
+            .map(|c| (c.tx.clone(), c.done.clone()));
+        let Some((tx, mut done)) = control else {
+            return false;
+        };
+        let (reply, _answer) = oneshot::channel();
+        let _ = tx.send((Command::Shutdown, reply));
+        while done.borrow_and_update().is_none() {
+            if done.changed().await.is_err() {
+                break;
+            }
+        }
+        true
+    }
+
+    /// Whether this engine is driving the run.
+    pub fn is_driving(&self, run_id: &str) -> bool {
+        self.lock_runs().contains_key(run_id)
     }
 
     /// Continues a run from what the store holds, e.g. after a crash or on a replica that took
@@ -1129,9 +1179,10 @@ impl Driver {
                 }
                 if let Some(cond) = &cnode.condition {
                     let outputs = self.dependency_outputs_value(iu);
-                    let verdict = cond
-                        .evaluate(&self.inputs, &outputs)
-                        .map(|ok| ok.then_some(()).ok_or_else(|| format!("condition `{}` is false", cond.source())));
+                    let verdict = cond.evaluate(&self.inputs, &outputs).map(|ok| {
+                        ok.then_some(())
+                            .ok_or_else(|| format!("condition `{}` is false", cond.source()))
+                    });
                     match verdict {
                         Ok(Ok(())) => {}
                         Ok(Err(reason)) => {
@@ -1148,7 +1199,11 @@ impl Driver {
                 if self.wf.nodes[iu].node_type == NodeType::HumanReview {
                     self.nodes[iu].started_at = Some(self.now);
                     self.set_node_status(i, NodeStatus::WaitingApproval);
-                    self.emit(EventType::NodeWaitingApproval, Some(i), EventData::default());
+                    self.emit(
+                        EventType::NodeWaitingApproval,
+                        Some(i),
+                        EventData::default(),
+                    );
                 } else {
                     self.nodes[iu].queued = true;
                     self.ready.push_back(i);

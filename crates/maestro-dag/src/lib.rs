@@ -162,6 +162,7 @@ mod legacy;
 pub mod status;
 pub mod store;
 pub mod validate;
+pub mod worker;
 pub mod workflow;
 
 pub use condition::Condition;
@@ -181,6 +182,7 @@ pub use store::{
     RunSnapshot, RunStore, Store, StoreError,
 };
 pub use validate::{ExecutorLookup, ValidationCode, ValidationError, ValidationErrors, validate};
+pub use worker::{StartedRun, StoreResolver, Worker, WorkerConfig, WorkflowResolver};
 pub use workflow::Workflow;
 
 /// Re-exported so executors can use the same cancellation token type.

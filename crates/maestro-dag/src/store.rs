@@ -318,8 +318,9 @@ pub trait LeaseStore: Send + Sync {
         ttl: Duration,
         limit: usize,
     ) -> Result<Vec<Lease>, StoreError>;
-    /// Claims one run if it is free (no lease, an expired one, or already `owner`'s). `None` when
-    /// another owner holds a live lease or the run has ended.
+    /// Claims one run, whatever its status, if it is free (no lease, an expired one, or already
+    /// `owner`'s): for a run just created here, or an ended run about to be retried. `None` when
+    /// another owner holds a live lease. Raises the run's epoch.
     async fn claim_run(
         &self,
         run_id: &str,
@@ -777,9 +778,6 @@ impl LeaseStore for MemoryStore {
         let Some(entry) = g.runs.get_mut(run_id) else {
             return Err(StoreError::NotFound(format!("run {run_id}")));
         };
-        if entry.record.as_ref().is_none_or(|r| r.status.is_terminal()) {
-            return Ok(None);
-        }
         if let Some(l) = &entry.lease
             && l.expires_at > now
             && l.owner != owner

@@ -11,3 +11,4 @@ mod recovery;
 mod support;
 mod trigger_rules;
 mod validation;
+mod worker;
