@@ -1,0 +1,14 @@
+//! Integration tests: the server runs in process on 127.0.0.1:0 over a `MemoryStore` and an
+//! engine with the built-in test executors; the tests talk HTTP to it.
+
+mod compat;
+mod layering;
+mod malformed;
+mod probes;
+mod replicas;
+mod resilience;
+mod runs;
+mod security;
+mod sse;
+mod support;
+mod workflows;
