@@ -14,6 +14,7 @@ use maestro_dag::{
 use serde_json::{Value, json};
 
 mod shapes;
+mod store;
 
 // The same allocator the server uses: the engine allocates small, short-lived objects per node.
 #[global_allocator]
@@ -60,6 +61,8 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         repeats: usize,
     },
+    /// The same graph through the engine with a durable store, every transition persisted.
+    Store(store::StoreArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -209,6 +212,7 @@ fn main() -> anyhow::Result<()> {
             nodes,
             repeats,
         } => validate(shape.into(), nodes, repeats.max(1))?,
+        Command::Store(args) => store::run(args)?,
     };
     println!("{line}");
     Ok(())

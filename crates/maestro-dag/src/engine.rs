@@ -197,6 +197,8 @@ impl RunHandle {
 }
 
 enum Command {
+    /// Wakes the driver up to look at engine-wide flags.
+    Nudge,
     Cancel,
     Pause,
     Resume,
@@ -212,6 +214,10 @@ struct Control {
 }
 
 struct Inner {
+    /// Attempts executing now, across runs.
+    executing: std::sync::atomic::AtomicUsize,
+    /// Set while the engine drains: drivers start no new attempt.
+    quiescing: std::sync::atomic::AtomicBool,
     store: Arc<dyn RunStore>,
     executors: ExecutorRegistry,
     permits: Option<Arc<Semaphore>>,
@@ -253,6 +259,8 @@ impl Engine {
         let (events, _) = broadcast::channel(config.event_capacity.max(16));
         Self {
             inner: Arc::new(Inner {
+                executing: std::sync::atomic::AtomicUsize::new(0),
+                quiescing: std::sync::atomic::AtomicBool::new(false),
                 store,
                 executors,
                 permits,
@@ -283,7 +291,23 @@ impl Engine {
         self.lock_runs().keys().cloned().collect()
     }
 
-    /// Number of attempts executing now, across runs (when a global limit is set).
+    /// Attempts executing now, across every run this engine drives.
+    pub fn executing(&self) -> usize {
+        self.inner.executing.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Starts draining: drivers keep taking in results (and writing them) but start no new
+    /// attempt, without changing any run's status. Used before a shutdown, so that attempts in
+    /// flight can finish ([`Engine::executing`] reaches 0) before [`Engine::shutdown`].
+    pub fn quiesce(&self) {
+        self.inner.quiescing.store(true, std::sync::atomic::Ordering::SeqCst);
+        for c in self.lock_runs().values() {
+            let (reply, _answer) = oneshot::channel();
+            let _ = c.tx.send((Command::Nudge, reply));
+        }
+    }
+
+    /// Free slots of the engine-wide limit (when one is set).
     pub fn available_slots(&self) -> Option<usize> {
         self.inner.permits.as_ref().map(|p| p.available_permits())
     }
@@ -1076,12 +1100,24 @@ impl Driver {
         }
     }
 
+    /// Changes this run's count of attempts in flight and the engine-wide one together.
+    fn add_in_flight(&mut self, delta: isize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.in_flight = self.in_flight.saturating_add_signed(delta);
+        if delta >= 0 {
+            self.engine.inner.executing.fetch_add(delta as usize, Relaxed);
+        } else {
+            self.engine.inner.executing.fetch_sub(delta.unsigned_abs(), Relaxed);
+        }
+    }
+
     fn has_pending_writes(&self) -> bool {
         !self.dirty.is_empty() || !self.events.is_empty() || self.run_patch.is_some()
     }
 
     fn can_start(&self) -> bool {
         !self.ready.is_empty()
+            && !self.engine.inner.quiescing.load(std::sync::atomic::Ordering::Relaxed)
             && self.status == RunStatus::Running
             && !self.stopping
             && self.in_flight < self.max_concurrency
@@ -1308,7 +1344,7 @@ impl Driver {
     }
 
     fn on_attempt(&mut self, res: AttemptResult) {
-        self.in_flight -= 1;
+        self.add_in_flight(-1);
         let i = res.node as usize;
         if self.nodes[i].status != NodeStatus::Running || self.nodes[i].attempt != res.attempt {
             return; // The run was cancelled or the node settled otherwise meanwhile.
@@ -1360,6 +1396,7 @@ impl Driver {
         reply: oneshot::Sender<Result<(), EngineError>>,
     ) -> Flow {
         let answer = match cmd {
+            Command::Nudge => Ok(()),
             Command::Shutdown => {
                 let _ = reply.send(Ok(()));
                 return Flow::Stop(Some("the engine is shutting down".into()));
@@ -1453,7 +1490,7 @@ impl Driver {
     fn cancel_run(&mut self) {
         self.cancel.cancel();
         self.running = FuturesUnordered::new();
-        self.in_flight = 0;
+        self.add_in_flight(-(self.in_flight as isize));
         self.ready.clear();
         self.timers.clear();
         let reason: Arc<str> = Arc::from("run cancelled");
@@ -1476,7 +1513,8 @@ impl Driver {
 
     /// Starts what may start now.
     fn schedule(&mut self) {
-        if self.status != RunStatus::Running || self.stopping {
+        let quiescing = self.engine.inner.quiescing.load(std::sync::atomic::Ordering::Relaxed);
+        if self.status != RunStatus::Running || self.stopping || quiescing {
             self.mark_waiting();
             return;
         }
@@ -1662,7 +1700,7 @@ impl Driver {
             permit,
         } in launches.drain(..)
         {
-            self.in_flight += 1;
+            self.add_in_flight(1);
             let Some(executor) = self.executor_for(node as usize) else {
                 let key = self.wf.nodes[node as usize]
                     .executor
@@ -1916,7 +1954,7 @@ impl Driver {
     fn abandon(&mut self) {
         self.cancel.cancel();
         self.running = FuturesUnordered::new();
-        self.in_flight = 0;
+        self.add_in_flight(-(self.in_flight as isize));
         for (reply, _) in self.replies.drain(..) {
             let _ = reply.send(Err(EngineError::ShuttingDown));
         }

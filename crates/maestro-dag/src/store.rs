@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -566,7 +566,7 @@ impl DefinitionStore for MemoryStore {
             version: versions.last().map_or(1, |l| l.version + 1),
             content_hash: hash,
             definition: Arc::new(def.clone()),
-            created_at: Utc::now(),
+            created_at: Utc::now().trunc_subsecs(6),
         };
         versions.push(record.clone());
         Ok(PutDefinition {
@@ -638,7 +638,7 @@ impl RunStore for MemoryStore {
             inputs: run.inputs,
             idempotency_key: run.idempotency_key.clone(),
             error: None,
-            created_at: Utc::now(),
+            created_at: Utc::now().trunc_subsecs(6),
             started_at: None,
             finished_at: None,
         };

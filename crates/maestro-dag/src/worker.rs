@@ -131,6 +131,10 @@ pub struct Worker {
     resolver: Arc<dyn WorkflowResolver>,
     config: WorkerConfig,
     held: Mutex<HashMap<Arc<str>, Lease>>,
+    /// When the last poll ran, for liveness.
+    last_poll: Mutex<std::time::Instant>,
+    /// Set when the replica drains: no new run is claimed.
+    claiming: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Worker {
@@ -156,6 +160,8 @@ impl Worker {
             resolver,
             config,
             held: Mutex::new(HashMap::new()),
+            last_poll: Mutex::new(std::time::Instant::now()),
+            claiming: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -167,6 +173,16 @@ impl Worker {
     /// This replica's lease owner id.
     pub fn owner(&self) -> &str {
         &self.config.owner
+    }
+
+    /// Time since the last poll (liveness: the scheduler loop makes progress).
+    pub fn last_poll_age(&self) -> Duration {
+        self.last_poll.lock().unwrap_or_else(std::sync::PoisonError::into_inner).elapsed()
+    }
+
+    /// Stops claiming runs (draining); renewals go on, so the runs held keep their leases.
+    pub fn stop_claiming(&self) {
+        self.claiming.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// How many leases this worker holds.
@@ -274,7 +290,11 @@ impl Worker {
     /// One poll: releases the leases of runs that ended here, then claims and drives runs that
     /// need an owner. Returns how many runs it took on.
     pub async fn claim_once(&self) -> usize {
+        *self.last_poll.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = std::time::Instant::now();
         self.release_finished().await;
+        if !self.claiming.load(std::sync::atomic::Ordering::SeqCst) {
+            return 0;
+        }
         let leases = match self
             .leases
             .claim_runs(

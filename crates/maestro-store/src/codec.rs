@@ -29,7 +29,10 @@ pub(crate) fn json<T: DeserializeOwned>(what: &str, text: &str) -> Result<T, Sto
     serde_json::from_str(text).map_err(|e| corrupt(what, e))
 }
 
-pub(crate) fn to_json<T: serde::Serialize + ?Sized>(what: &str, v: &T) -> Result<String, StoreError> {
+pub(crate) fn to_json<T: serde::Serialize + ?Sized>(
+    what: &str,
+    v: &T,
+) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Other(format!("{what}: {e}")))
 }
 
@@ -71,7 +74,10 @@ pub(crate) fn ts_parse(what: &str, s: &str) -> Result<DateTime<Utc>, StoreError>
         .map_err(|e| corrupt(what, format!("`{s}`: {e}")))
 }
 
-pub(crate) fn ts_parse_opt(what: &str, s: Option<&str>) -> Result<Option<DateTime<Utc>>, StoreError> {
+pub(crate) fn ts_parse_opt(
+    what: &str,
+    s: Option<&str>,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
     s.map(|s| ts_parse(what, s)).transpose()
 }
 
@@ -137,13 +143,22 @@ mod tests {
         assert_eq!(ts_parse("t", &ts_text(a)).unwrap(), a);
         assert_eq!(ts_parse("t", &ts_text(b)).unwrap(), b);
         assert!(ts_text(a) < ts_text(b));
-        assert!(matches!(ts_parse("t", "yesterday"), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            ts_parse("t", "yesterday"),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 
     #[test]
     fn bad_values_are_corrupt_not_panics() {
-        assert!(matches!(run_status("sleeping"), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            run_status("sleeping"),
+            Err(StoreError::Corrupt(_))
+        ));
         assert!(matches!(u64_of("seq", -1), Err(StoreError::Corrupt(_))));
-        assert!(matches!(json::<serde_json::Value>("x", "{"), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            json::<serde_json::Value>("x", "{"),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 }

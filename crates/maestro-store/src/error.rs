@@ -10,7 +10,9 @@ use maestro_dag::store::StoreError;
 #[non_exhaustive]
 pub enum Error {
     /// The URL names no supported database.
-    #[error("unsupported database url `{0}`: expected postgres://…, sqlite://PATH or sqlite::memory:")]
+    #[error(
+        "unsupported database url `{0}`: expected postgres://…, sqlite://PATH or sqlite::memory:"
+    )]
     InvalidUrl(String),
     /// A migration failed (or the migration table could not be read).
     #[error("migration failed: {0}")]
@@ -48,7 +50,9 @@ pub(crate) fn from_diesel(what: &str, e: DieselError) -> StoreError {
                 DatabaseErrorKind::UniqueViolation => {
                     StoreError::Conflict(format!("{what}: {msg}"))
                 }
-                _ if is_transient_message(&msg) => StoreError::Unavailable(format!("{what}: {msg}")),
+                _ if is_transient_message(&msg) => {
+                    StoreError::Unavailable(format!("{what}: {msg}"))
+                }
                 _ if is_corruption_message(&msg) => StoreError::Corrupt(format!("{what}: {msg}")),
                 _ => StoreError::Other(format!("{what}: {msg}")),
             }
@@ -98,9 +102,4 @@ pub(crate) fn from_pool(e: impl std::fmt::Display) -> StoreError {
 /// An operation that did not finish in time.
 pub(crate) fn timed_out(what: &str) -> StoreError {
     StoreError::Unavailable(format!("{what}: timed out"))
-}
-
-/// A blocking task that died (panicked or was cancelled).
-pub(crate) fn join_failed(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Other(format!("{what}: {e}"))
 }

@@ -14,6 +14,7 @@
 //! one engine turn) commits in one transaction, fenced by the lease epoch and checked for
 //! event-sequence continuity.
 
+pub mod admin;
 mod codec;
 mod error;
 mod group;
@@ -86,8 +87,11 @@ pub struct StoreOptions {
     /// SQLite: durability of a commit.
     pub sqlite_sync: SqliteSync,
     /// Group commit: writes of different runs that arrive while a commit is in flight share the
-    /// next transaction (one fsync for all of them).
-    pub group_commit: bool,
+    /// next transaction (one fsync for all of them). `None` picks the backend's default, which
+    /// is what measured faster: on for SQLite (one writer: +30% completions/s with 20 chains at
+    /// once), off for PostgreSQL (concurrent commits on pooled connections already share WAL
+    /// flushes in the server, and did better than one grouping writer: 1,289 vs 894/s).
+    pub group_commit: Option<bool>,
     /// Most write batches one group transaction takes.
     pub group_max_batches: usize,
 }
@@ -100,7 +104,7 @@ impl Default for StoreOptions {
             operation_timeout: Duration::from_secs(30),
             busy_timeout: Duration::from_secs(5),
             sqlite_sync: SqliteSync::default(),
-            group_commit: true,
+            group_commit: None,
             group_max_batches: 256,
         }
     }
@@ -115,7 +119,7 @@ impl StoreOptions {
 
     /// Turns group commit on or off.
     pub fn with_group_commit(mut self, on: bool) -> Self {
-        self.group_commit = on;
+        self.group_commit = Some(on);
         self
     }
 

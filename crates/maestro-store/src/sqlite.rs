@@ -16,10 +16,14 @@ use diesel::result::{ConnectionError, Error as DieselError};
 use diesel::sql_types::{BigInt, Integer, Nullable, Text};
 use diesel::sqlite::SqliteConnection;
 use diesel::upsert::excluded;
-use diesel::{Connection, ExpressionMethods, OptionalExtension, QueryableByName, RunQueryDsl, sql_query};
+use diesel::{
+    Connection, ExpressionMethods, OptionalExtension, QueryableByName, RunQueryDsl, sql_query,
+};
 use diesel_async::AsyncConnection;
 use diesel_async::pooled_connection::deadpool::Pool;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use maestro_dag::definition::WorkflowDefinition;
@@ -449,7 +453,7 @@ fn apply(c: &mut SqliteConnection, b: &WriteBatch) -> Result<Result<(), StoreErr
         return Ok(Err(refusal(b, epoch, last_seq)));
     }
     if first.is_some_and(|f| f != last_seq + 1) {
-        if already_applied(c, h.id, b)? {
+        if already_applied(c, h.id, b, last_seq)? {
             return Ok(Ok(()));
         }
         return Ok(Err(refusal(b, epoch, last_seq)));
@@ -459,12 +463,20 @@ fn apply(c: &mut SqliteConnection, b: &WriteBatch) -> Result<Result<(), StoreErr
         let mut nodes = Vec::with_capacity(b.nodes.len());
         for i in last_rows(b) {
             let n = &b.nodes[i];
-            let output = n.output.as_deref().map(|o| to_json("node output", o)).transpose()?;
+            let output = n
+                .output
+                .as_deref()
+                .map(|o| to_json("node output", o))
+                .transpose()?;
             nodes.push((n, i32_of("node attempt", n.attempt)?, output));
         }
         let mut events = Vec::with_capacity(b.events.len());
         for e in &b.events {
-            events.push((e, i64_of("event seq", e.seq)?, to_json("event data", &e.data)?));
+            events.push((
+                e,
+                i64_of("event seq", e.seq)?,
+                to_json("event data", &e.data)?,
+            ));
         }
         Ok::<_, StoreError>((nodes, events))
     })();
@@ -538,12 +550,21 @@ fn apply(c: &mut SqliteConnection, b: &WriteBatch) -> Result<Result<(), StoreErr
     Ok(Ok(()))
 }
 
-/// Whether this exact batch was committed already: a retry after a commit whose answer was
-/// lost. Its first and last events are stored with the same type, node and timestamp.
-fn already_applied(c: &mut SqliteConnection, pk: i64, b: &WriteBatch) -> Result<bool, DieselError> {
+/// Whether this exact batch is the last one committed: a retry after a commit whose answer was
+/// lost. Its last event ends the log, and its first and last events are stored with the same
+/// type, node and timestamp.
+fn already_applied(
+    c: &mut SqliteConnection,
+    pk: i64,
+    b: &WriteBatch,
+    last_seq: u64,
+) -> Result<bool, DieselError> {
     let (Some(first), Some(last)) = (b.events.first(), b.events.last()) else {
         return Ok(false);
     };
+    if last.seq != last_seq {
+        return Ok(false);
+    }
     for e in [first, last] {
         let Ok(seq) = i64::try_from(e.seq) else {
             return Ok(false);
@@ -777,7 +798,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn write(&self, batch: &mut WriteBatch) -> Result<(), StoreError> {
-        if self.inner.options.group_commit {
+        if self.inner.options.group_commit.unwrap_or(true) {
             return self.group().write(batch).await;
         }
         let owned = std::mem::replace(
@@ -802,10 +823,11 @@ impl RunStore for SqliteStore {
         self.on(false, "load run", move |c| {
             let rows = c
                 .transaction(|c| {
-                    let Some(run) = sql_query(format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"))
-                        .bind::<Text, _>(&id)
-                        .get_result::<RunRow>(c)
-                        .optional()?
+                    let Some(run) =
+                        sql_query(format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"))
+                            .bind::<Text, _>(&id)
+                            .get_result::<RunRow>(c)
+                            .optional()?
                     else {
                         return Ok(None);
                     };
@@ -937,12 +959,12 @@ impl LeaseStore for SqliteStore {
             let now = now();
             let expires = ts_text(now + chrono::Duration::microseconds(codec::ttl_micros(ttl)));
             let row = immediate(c, "claim run", |c| {
-                let row = sql_query(format!(
+                let row = sql_query(
                     "UPDATE runs SET epoch = epoch + 1, lease_owner = ?1, lease_expires_at = ?2 \
-                     WHERE run_id = ?3 AND {ACTIVE} \
+                     WHERE run_id = ?3 \
                      AND (lease_owner IS NULL OR lease_expires_at <= ?4 OR lease_owner = ?1) \
-                     RETURNING id, run_id, lease_owner, epoch, lease_expires_at"
-                ))
+                     RETURNING id, run_id, lease_owner, epoch, lease_expires_at",
+                )
                 .bind::<Text, _>(&owner)
                 .bind::<Text, _>(&expires)
                 .bind::<Text, _>(&id)
@@ -1050,13 +1072,15 @@ impl DurableStore for SqliteStore {
             let mut failure = None;
             let applied = c
                 .immediate_transaction(|c| {
-                    c.run_pending_migrations(MIGRATIONS).map_err(|e| {
-                        failure = Some(e.to_string());
-                        DieselError::RollbackTransaction
-                    })
+                    c.run_pending_migrations(MIGRATIONS)
+                        .map(migration_names)
+                        .map_err(|e| {
+                            failure = Some(e.to_string());
+                            DieselError::RollbackTransaction
+                        })
                 })
                 .map_err(|e| StoreError::Other(failure.unwrap_or_else(|| e.to_string())))?;
-            Ok(migration_names(applied))
+            Ok(applied)
         })
         .await
         .map_err(|e| match e {

@@ -1,11 +1,13 @@
 -- Maestro's durable state on PostgreSQL (DESIGN §3). Timestamps are timestamptz (UTC on the wire),
 -- JSON is jsonb. Hot tables (node_states, run_events) use the runs' bigint surrogate key.
+-- Identifiers use the "C" collation: byte order, as the in-memory store sorts them, and cheaper
+-- comparisons than a linguistic collation.
 
 -- Versioned, immutable workflow definitions. A run is pinned by (workflow_id, version,
 -- content_hash) and deliberately has no foreign key to this table: deleting a definition must
 -- not touch its runs, and an embedded engine may run workflows it never stored.
 CREATE TABLE workflow_definitions (
-    workflow_id  TEXT        NOT NULL,
+    workflow_id  TEXT        COLLATE "C" NOT NULL,
     version      INTEGER     NOT NULL CHECK (version > 0),
     content_hash TEXT        NOT NULL,
     definition   JSONB       NOT NULL,
@@ -15,8 +17,8 @@ CREATE TABLE workflow_definitions (
 
 CREATE TABLE runs (
     id               BIGINT      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    run_id           TEXT        NOT NULL UNIQUE,
-    workflow_id      TEXT        NOT NULL,
+    run_id           TEXT        COLLATE "C" NOT NULL UNIQUE,
+    workflow_id      TEXT        COLLATE "C" NOT NULL,
     version          INTEGER     NOT NULL CHECK (version > 0),
     content_hash     TEXT        NOT NULL,
     status           TEXT        NOT NULL CHECK (status IN
@@ -51,7 +53,7 @@ CREATE INDEX runs_claimable ON runs (id, lease_expires_at)
 -- The latest state of every node that left `pending`.
 CREATE TABLE node_states (
     run_pk      BIGINT      NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    node_id     TEXT        NOT NULL,
+    node_id     TEXT        COLLATE "C" NOT NULL,
     status      TEXT        NOT NULL CHECK (status IN ('pending', 'ready', 'running', 'completed',
                     'failed', 'skipped', 'cancelled', 'waiting_approval')),
     attempt     INTEGER     NOT NULL CHECK (attempt >= 0),
@@ -69,7 +71,7 @@ CREATE TABLE run_events (
     run_pk  BIGINT      NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     seq     BIGINT      NOT NULL CHECK (seq > 0),
     type    TEXT        NOT NULL,
-    node_id TEXT,
+    node_id TEXT        COLLATE "C",
     data    JSONB       NOT NULL,
     ts      TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (run_pk, seq)
