@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use maestro_dag::store::Store;
+use maestro_dag::store::{Store, StoreError};
 use maestro_dag::{
     Engine, EventType, ExecutorRegistry, FnExecutor, NodeContext, NodeDefinition, NodeError,
     NodeStatus, RetryPolicy, RunStatus, StartOptions, Workflow, WorkflowDefinition,
@@ -258,4 +258,86 @@ pub(crate) async fn engine_stale_replica_is_fenced(s: Arc<dyn Store>) {
         .await;
     assert_eq!(outcome_b.status, RunStatus::Completed, "{outcome_b:?}");
     check_log(&s, "fenced-run", wf.len()).await;
+}
+
+/// PostgreSQL goes away in the middle of a run (every connection terminated, new ones refused)
+/// and comes back: the engine's writes fail as `Unavailable`, it retries them, nothing panics,
+/// and the run completes with every node executed once and a gap-free event log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_survives_postgres_going_away_and_coming_back() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+    let Some(db) = crate::support::TestDatabase::create().await else {
+        return;
+    };
+    let admin_url = crate::support::admin_url().expect("a test database implies an admin URL");
+    let name = db.url.rsplit('/').next().unwrap().to_string();
+    let store = maestro_store::connect(&db.url).unwrap();
+    store.migrate().await.unwrap();
+    let s: Arc<dyn Store> = store.clone();
+
+    let counter = Counter::default();
+    let gate = Arc::new(Notify::new());
+    let reg = registry(&counter, Some(gate.clone()));
+    let wf = workflow(4, &reg);
+    let engine = Engine::new(s.clone(), reg);
+    let handle = engine
+        .start(wf.clone(), json!({}), StartOptions::default())
+        .await
+        .unwrap();
+    let run_id = handle.run_id().to_string();
+    for _ in 0..500 {
+        if counter.get("join") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(counter.get("join"), 1, "the join node is running");
+
+    // The database goes away.
+    let mut admin = AsyncPgConnection::establish(&admin_url).await.unwrap();
+    diesel::sql_query(format!(
+        "ALTER DATABASE \"{name}\" WITH ALLOW_CONNECTIONS false"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    diesel::sql_query(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    assert!(
+        matches!(store.ping().await, Err(StoreError::Unavailable(_))),
+        "an unreachable database is Unavailable"
+    );
+
+    // The join node finishes while the database is away: its write cannot commit.
+    gate.notify_one();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        engine.is_driving(&run_id),
+        "the run waits for the database; it is not lost"
+    );
+    assert!(handle.outcome().is_none());
+
+    // The database comes back: the write goes through and the run completes.
+    diesel::sql_query(format!(
+        "ALTER DATABASE \"{name}\" WITH ALLOW_CONNECTIONS true"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(20), handle.wait())
+        .await
+        .unwrap();
+    assert_eq!(outcome.status, RunStatus::Completed, "{outcome:?}");
+    assert_eq!(counter.get("join"), 1, "no node ran twice");
+    for i in 0..4 {
+        assert_eq!(counter.get(&format!("mid{i}")), 1);
+    }
+    check_log(&s, &run_id, wf.len()).await;
+    drop(admin);
+    db.drop_it().await;
 }
