@@ -1,5 +1,7 @@
 //! Reading an executor's `config` object, with errors that name the offending field.
 
+use std::time::Duration;
+
 use maestro_dag::NodeError;
 use serde_json::{Map, Value};
 
@@ -71,6 +73,60 @@ impl<'a> Config<'a> {
             Some(v) => Err(self.wrong_type(field, "a string", v)),
         }
     }
+
+    /// A required, non-empty string field.
+    pub(crate) fn required_str(&self, field: &str) -> Result<&'a str, NodeError> {
+        match self.str(field)? {
+            Some(s) if !s.is_empty() => Ok(s),
+            _ => Err(NodeError::permanent(format!(
+                "{}: `config.{field}` is required (a non-empty string)",
+                self.executor
+            ))),
+        }
+    }
+
+    /// An optional timeout in milliseconds: a positive integer (`0` is refused rather than
+    /// read as "no time at all" or "no limit").
+    pub(crate) fn timeout_ms(&self, field: &str) -> Result<Option<Duration>, NodeError> {
+        match self.u64(field)? {
+            Some(0) => Err(NodeError::permanent(format!(
+                "{}: `config.{field}` must be a positive integer, got 0",
+                self.executor
+            ))),
+            ms => Ok(ms.map(Duration::from_millis)),
+        }
+    }
+
+    /// An optional array of strings (absent reads as empty).
+    pub(crate) fn strings(&self, field: &str) -> Result<Vec<&'a str>, NodeError> {
+        match self.get(field) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    item.as_str()
+                        .ok_or_else(|| self.wrong_type(&format!("{field}[{i}]"), "a string", item))
+                })
+                .collect(),
+            Some(v) => Err(self.wrong_type(field, "an array of strings", v)),
+        }
+    }
+
+    /// An optional object whose values are strings (absent reads as empty), in key order.
+    pub(crate) fn string_map(&self, field: &str) -> Result<Vec<(&'a str, &'a str)>, NodeError> {
+        match self.get(field) {
+            None => Ok(Vec::new()),
+            Some(Value::Object(entries)) => entries
+                .iter()
+                .map(|(key, value)| match value {
+                    Value::String(s) => Ok((key.as_str(), s.as_str())),
+                    other => Err(self.wrong_type(&format!("{field}.{key}"), "a string", other)),
+                })
+                .collect(),
+            Some(v) => Err(self.wrong_type(field, "an object of strings", v)),
+        }
+    }
 }
 
 /// A JSON value's kind, for messages: `a string`, `a negative number`, …
@@ -124,6 +180,45 @@ mod tests {
         check_u64(
             json!([1]),
             Err("x: `config` must be an object, got an array"),
+        );
+    }
+
+    #[test]
+    fn lists_maps_and_timeouts_are_checked() {
+        let config = json!({
+            "args": ["-c", "echo"],
+            "env": {"A": "1", "B": "2"},
+            "bad_args": ["x", 1],
+            "bad_env": {"A": true},
+            "t": 250,
+            "zero": 0,
+        });
+        let c = Config::new("x", &config).unwrap();
+        assert_eq!(c.strings("args").unwrap(), ["-c", "echo"]);
+        assert!(c.strings("missing").unwrap().is_empty());
+        assert_eq!(c.string_map("env").unwrap(), [("A", "1"), ("B", "2")]);
+        assert!(c.string_map("missing").unwrap().is_empty());
+        assert_eq!(
+            c.strings("bad_args").unwrap_err().message,
+            "x: `config.bad_args[1]` must be a string, got an integer"
+        );
+        assert_eq!(
+            c.strings("env").unwrap_err().message,
+            "x: `config.env` must be an array of strings, got an object"
+        );
+        assert_eq!(
+            c.string_map("bad_env").unwrap_err().message,
+            "x: `config.bad_env.A` must be a string, got a boolean"
+        );
+        assert_eq!(c.timeout_ms("t").unwrap(), Some(Duration::from_millis(250)));
+        assert_eq!(c.timeout_ms("missing").unwrap(), None);
+        assert_eq!(
+            c.timeout_ms("zero").unwrap_err().message,
+            "x: `config.zero` must be a positive integer, got 0"
+        );
+        assert_eq!(
+            c.required_str("missing").unwrap_err().message,
+            "x: `config.missing` is required (a non-empty string)"
         );
     }
 

@@ -200,7 +200,8 @@ const LAYERS: [(&str, &[&str]); 6] = [
     ("maestro-store", &["maestro-dag"]),
     ("maestro-health", &[]),
     ("maestro-http", &["maestro-dag", "maestro-health"]),
-    ("maestro-executors", &["maestro-dag"]),
+    // The `phase` executor (a team engine over HTTP) adapts maestro-phase's ports.
+    ("maestro-executors", &["maestro-dag", "maestro-phase"]),
 ];
 
 /// The dependencies of `krate` (by its manifest) that break the layering.
