@@ -31,9 +31,9 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the HTTP API (the default; not available yet in this build).
+    /// Serve the HTTP API (the default).
     Serve(ServeArgs),
-    /// Apply database migrations (not available yet in this build).
+    /// Apply the database migrations and exit.
     Migrate(DatabaseArgs),
     /// Check a workflow definition (JSON, or YAML by extension) and print its levels.
     Validate(ValidateArgs),
@@ -60,19 +60,71 @@ pub struct ServeArgs {
     /// The database.
     #[command(flatten)]
     pub database: DatabaseArgs,
+
+    /// Bearer tokens accepted on `/api` routes, comma-separated (none: no authentication).
+    #[arg(long, env = "MAESTRO_API_TOKENS", hide_env_values = true)]
+    pub api_tokens: Option<String>,
+
+    /// Origins allowed by CORS, comma-separated (`*` for any; none by default).
+    #[arg(long, env = "MAESTRO_CORS_ORIGINS")]
+    pub cors_origins: Option<String>,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "MAESTRO_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_body_bytes: u64,
+
+    /// Node attempts executing at once across all runs of this replica.
+    #[arg(long, env = "MAESTRO_MAX_CONCURRENT_NODES", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_concurrent_nodes: u64,
+
+    /// Lease time of a run, in seconds: a dead replica's runs are taken over after it.
+    #[arg(long, env = "MAESTRO_LEASE_TTL_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub lease_ttl_secs: u64,
+
+    /// On SIGTERM, how long running nodes may take to finish, in seconds.
+    #[arg(long, env = "MAESTRO_SHUTDOWN_GRACE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub shutdown_grace_secs: u64,
+
+    /// Database connections in the pool.
+    #[arg(long, env = "MAESTRO_DB_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub db_pool_size: u64,
+
+    /// WebSocket connections per server (per run or workflow: a tenth of it, at least 1).
+    #[arg(long, env = "MAESTRO_MAX_WEBSOCKETS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_websockets: u64,
+
+    /// Base URL of the team engine that carries out `phase` nodes.
+    #[arg(long, env = "MAESTRO_TEAM_ENGINE_URL")]
+    pub team_engine_url: Option<String>,
+
+    /// Programs the `command` executor may run: comma-separated names or paths, `*` for any;
+    /// none (the default) disables it.
+    #[arg(long, env = "MAESTRO_ALLOW_COMMANDS")]
+    pub allow_commands: Option<String>,
 }
 
 /// The database to use.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// `postgres://…` or `sqlite://PATH`.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "sqlite://maestro.db",
-        value_parser = parse_database_url
-    )]
-    pub database_url: String,
+    /// `postgres://…` or `sqlite://PATH` (default `sqlite://maestro.db`; `USE_SQLITE=true` with
+    /// `SQLITE_PATH` is honoured for compatibility when this is not set).
+    #[arg(long, env = "DATABASE_URL", value_parser = parse_database_url)]
+    pub database_url: Option<String>,
+}
+
+impl DatabaseArgs {
+    /// The database URL to use.
+    pub fn url(&self) -> String {
+        if let Some(url) = &self.database_url {
+            return url.clone();
+        }
+        let use_sqlite = std::env::var("USE_SQLITE")
+            .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on"));
+        match std::env::var("SQLITE_PATH") {
+            Ok(path) if use_sqlite && !path.is_empty() => format!("sqlite://{path}"),
+            _ => "sqlite://maestro.db".to_string(),
+        }
+    }
 }
 
 /// Arguments of `validate`.
@@ -183,7 +235,10 @@ fn parse_inputs(s: &str) -> Result<Value, String> {
 }
 
 fn parse_database_url(s: &str) -> Result<String, String> {
-    if s.starts_with("postgres://") || s.starts_with("postgresql://") || s.starts_with("sqlite://")
+    if s.starts_with("postgres://")
+        || s.starts_with("postgresql://")
+        || s.starts_with("sqlite://")
+        || s == "sqlite::memory:"
     {
         Ok(s.to_string())
     } else {

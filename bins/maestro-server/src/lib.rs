@@ -6,12 +6,15 @@
 //! - `validate FILE`: parse and validate a definition; print its levels, or every problem.
 //! - `run FILE [--inputs JSON] [--approve-all]`: run a definition to completion on the in-memory
 //!   store with the built-in executors, with a progress bar, then print a table of node results.
-//! - `serve` (the default) and `migrate`: not available yet in this build (exit [`exit::UNAVAILABLE`]).
+//! - `serve` (the default): the HTTP API over PostgreSQL or SQLite, with probes, leases across
+//!   replicas and a graceful drain on SIGTERM; `migrate`: apply the migrations and exit.
 
 mod cli;
 mod definition;
+mod executors;
 mod logging;
 mod run;
+mod serve;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -63,25 +66,14 @@ where
 pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<u8> {
     // `Cli::parse_args` turns a missing subcommand into `serve` with its settings.
     let Some(command) = cli.command else {
-        return Ok(not_available("serve", ""));
+        anyhow::bail!("no subcommand");
     };
     match command {
-        Command::Serve(args) => Ok(not_available("serve", &format!("on {}", args.bind))),
-        Command::Migrate(_) => Ok(not_available("migrate", "")),
+        Command::Serve(args) => serve::serve_command(args),
+        Command::Migrate(db) => serve::migrate_command(&db, out),
         Command::Validate(args) => definition::validate_command(&args, out),
         Command::Run(args) => run::run_command(args, out),
     }
 }
 
-fn not_available(command: &str, detail: &str) -> u8 {
-    let detail = if detail.is_empty() {
-        String::new()
-    } else {
-        format!(" ({detail})")
-    };
-    eprintln!(
-        "maestro-server: `{command}`{detail} is not available yet in this build; \
-         use `validate` or `run` for now"
-    );
-    exit::UNAVAILABLE
-}
+pub use serve::serve;

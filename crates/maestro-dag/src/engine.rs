@@ -293,14 +293,18 @@ impl Engine {
 
     /// Attempts executing now, across every run this engine drives.
     pub fn executing(&self) -> usize {
-        self.inner.executing.load(std::sync::atomic::Ordering::Relaxed)
+        self.inner
+            .executing
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Starts draining: drivers keep taking in results (and writing them) but start no new
     /// attempt, without changing any run's status. Used before a shutdown, so that attempts in
     /// flight can finish ([`Engine::executing`] reaches 0) before [`Engine::shutdown`].
     pub fn quiesce(&self) {
-        self.inner.quiescing.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner
+            .quiescing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         for c in self.lock_runs().values() {
             let (reply, _answer) = oneshot::channel();
             let _ = c.tx.send((Command::Nudge, reply));
@@ -1105,9 +1109,15 @@ impl Driver {
         use std::sync::atomic::Ordering::Relaxed;
         self.in_flight = self.in_flight.saturating_add_signed(delta);
         if delta >= 0 {
-            self.engine.inner.executing.fetch_add(delta as usize, Relaxed);
+            self.engine
+                .inner
+                .executing
+                .fetch_add(delta as usize, Relaxed);
         } else {
-            self.engine.inner.executing.fetch_sub(delta.unsigned_abs(), Relaxed);
+            self.engine
+                .inner
+                .executing
+                .fetch_sub(delta.unsigned_abs(), Relaxed);
         }
     }
 
@@ -1117,7 +1127,11 @@ impl Driver {
 
     fn can_start(&self) -> bool {
         !self.ready.is_empty()
-            && !self.engine.inner.quiescing.load(std::sync::atomic::Ordering::Relaxed)
+            && !self
+                .engine
+                .inner
+                .quiescing
+                .load(std::sync::atomic::Ordering::Relaxed)
             && self.status == RunStatus::Running
             && !self.stopping
             && self.in_flight < self.max_concurrency
@@ -1513,7 +1527,11 @@ impl Driver {
 
     /// Starts what may start now.
     fn schedule(&mut self) {
-        let quiescing = self.engine.inner.quiescing.load(std::sync::atomic::Ordering::Relaxed);
+        let quiescing = self
+            .engine
+            .inner
+            .quiescing
+            .load(std::sync::atomic::Ordering::Relaxed);
         if self.status != RunStatus::Running || self.stopping || quiescing {
             self.mark_waiting();
             return;

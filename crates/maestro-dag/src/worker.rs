@@ -177,12 +177,16 @@ impl Worker {
 
     /// Time since the last poll (liveness: the scheduler loop makes progress).
     pub fn last_poll_age(&self) -> Duration {
-        self.last_poll.lock().unwrap_or_else(std::sync::PoisonError::into_inner).elapsed()
+        self.last_poll
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .elapsed()
     }
 
     /// Stops claiming runs (draining); renewals go on, so the runs held keep their leases.
     pub fn stop_claiming(&self) {
-        self.claiming.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.claiming
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// How many leases this worker holds.
@@ -290,7 +294,10 @@ impl Worker {
     /// One poll: releases the leases of runs that ended here, then claims and drives runs that
     /// need an owner. Returns how many runs it took on.
     pub async fn claim_once(&self) -> usize {
-        *self.last_poll.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = std::time::Instant::now();
+        *self
+            .last_poll
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = std::time::Instant::now();
         self.release_finished().await;
         if !self.claiming.load(std::sync::atomic::Ordering::SeqCst) {
             return 0;

@@ -28,6 +28,13 @@ pub struct HttpConfig {
     pub max_page_size: usize,
     /// How many compiled workflows the cache keeps.
     pub workflow_cache_capacity: usize,
+    /// Most WebSockets open at once on this server (`MAESTRO_MAX_WEBSOCKETS`, default 1,000);
+    /// past it an upgrade is refused with 503.
+    pub max_websockets: usize,
+    /// Most WebSockets open at once on one run or one workflow (default 100).
+    pub max_websockets_per_key: usize,
+    /// How often an open WebSocket is pinged (default 30 s).
+    pub websocket_ping_interval: Duration,
 }
 
 impl Default for HttpConfig {
@@ -43,6 +50,9 @@ impl Default for HttpConfig {
             default_page_size: 50,
             max_page_size: 500,
             workflow_cache_capacity: 1024,
+            max_websockets: 1000,
+            max_websockets_per_key: 100,
+            websocket_ping_interval: Duration::from_secs(30),
         }
     }
 }
@@ -81,6 +91,13 @@ impl HttpConfig {
     /// Sets the shutdown grace period (builder style).
     pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
+        self
+    }
+
+    /// Sets the WebSocket limits: per server and per run or workflow (builder style).
+    pub fn with_websocket_limits(mut self, per_server: usize, per_run_or_workflow: usize) -> Self {
+        self.max_websockets = per_server;
+        self.max_websockets_per_key = per_run_or_workflow;
         self
     }
 

@@ -1,6 +1,8 @@
 //! Maestro's HTTP surface (DESIGN §5) on hyper 1 + hyper-util + matchit: the `/api/v1` routes,
 //! the original system's compatibility routes, `application/problem+json` errors with stable
-//! codes, bearer-token auth, body limits, CORS, request ids and tracing spans.
+//! codes, bearer-token auth, body limits, CORS, request ids and tracing spans; live events over
+//! SSE and WebSockets; Prometheus metrics at `/metrics` ([`Metrics`]); the OpenAPI 3.1 document
+//! at `/api/v1/openapi.json` ([`openapi`], committed as `docs/openapi.json`).
 //!
 //! # Invariants
 //!
@@ -13,6 +15,12 @@
 //! - **Multi-replica aware.** With [`ApiContext::with_worker`], runs start and retry under a
 //!   lease, and a run whose replica died is adopted before it is controlled; a run another live
 //!   replica holds answers 409. Event streams read the store, so any replica streams any run.
+//! - **Live events miss nothing and repeat nothing.** SSE streams and WebSockets replay the
+//!   store's log after the client's `after`, then forward live events strictly in sequence,
+//!   reading the store for anything out of order or driven by another replica.
+//! - **Bounded sockets.** WebSockets are admitted after authentication and within
+//!   [`HttpConfig::max_websockets`] / [`HttpConfig::max_websockets_per_key`] (503 otherwise),
+//!   and all close (1001) when the server shuts down.
 //! - **A run is pinned.** Runs are started, shown and retried against the compiled workflow of
 //!   the exact (workflow id, version, content hash) they began with ([`WorkflowCache`]).
 //!
@@ -21,13 +29,17 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use maestro_dag::{Engine, ExecutorRegistry, MemoryStore, Store};
-//! use maestro_http::{ApiContext, HttpConfig};
+//! use maestro_http::{ApiContext, HttpConfig, Metrics};
 //!
 //! # async fn demo() -> std::io::Result<()> {
 //! let store = Arc::new(MemoryStore::new());
 //! let engine = Engine::new(store.clone(), ExecutorRegistry::new());
-//! let config = HttpConfig::default().with_api_tokens(["secret"]);
-//! let ctx = ApiContext::new(engine, store as Arc<dyn Store>, config);
+//! let config = HttpConfig::default()
+//!     .with_api_tokens(["secret"])
+//!     .with_websocket_limits(1000, 100);
+//! let metrics = Arc::new(Metrics::new());
+//! metrics.set_database_pool_size(16);
+//! let ctx = ApiContext::new(engine, store as Arc<dyn Store>, config).with_metrics(metrics);
 //! let listener = tokio::net::TcpListener::bind("0.0.0.0:8003").await?;
 //! maestro_http::serve(listener, ctx, std::future::pending()).await
 //! # }
@@ -48,8 +60,13 @@
 //! | `POST /api/v1/runs/{run_id}/cancel\|pause\|resume` · `…/retry` | 200 · 202 `{run_id, status, …}` |
 //! | `POST /api/v1/runs/{run_id}/nodes/{node_id}/approve\|reject` | `{output}` / `{reason}`, both optional |
 //! | `GET /api/v1/runs/{run_id}/events?after=&limit=` | `{events, next_after}`; with `Accept: text/event-stream` a live SSE stream (`id: <seq>`, `data: <event>`), resumable by `after` or `Last-Event-ID`, ending after the run's terminal event |
+//! | `GET /api/v1/runs/{run_id}/ws[?after=SEQ]` | WebSocket: the run's events (one text message each, the event wire shape) from `after + 1` to its terminal event, then close 1000 |
+//! | `GET /api/v1/workflows/{id}/ws[?after=SEQ]` | WebSocket: the events of every run of the workflow as they happen (`after` replays the runs active at connect) |
+//! | `GET /api/v1/openapi.json` | the OpenAPI 3.1 document |
 //! | `GET /api/workflows` · `GET /api/workflows/{id}` · `POST /api/workflows/{id}/execute` · `GET /api/executions/{id}` | the original clients' shapes |
+//! | `GET /ws/workflow/{id}` | WebSocket for the original clients: text `ping` → `{"type":"pong","timestamp"}`; each event once as `{type, timestamp, workflow_id, execution_id, node_id, data, seq}` |
 //! | `GET /health` · `/health/ready` · `/health/live` · `/health/startup` | the `maestro-health` reports (no token needed; 404 unless [`ApiContext::with_health`]) |
+//! | `GET /metrics` | Prometheus text format, `dag_*` names (no token needed; 404 unless [`ApiContext::with_metrics`]) |
 //!
 //! # Error codes
 //!
@@ -67,26 +84,36 @@
 //! | 413 | `body_too_large` |
 //! | 415 | `unsupported_media_type` |
 //! | 422 | `validation_failed` (`errors` carry the validation codes: `cycle` with `nodes`, `unknown_executor` with `node_id`, …), `invalid_definition` and `invalid_body` (with the field `path`) |
+//! | 426 | `upgrade_required` (a WebSocket route without an HTTP/1.1 upgrade handshake) |
 //! | 500 | `internal_error` (details only in the log) |
-//! | 503 | `store_unavailable` (with `Retry-After`), `shutting_down` |
+//! | 503 | `store_unavailable` (with `Retry-After`), `shutting_down`, `too_many_websockets` (with `Retry-After`) |
 //!
-//! # Still to come
+//! # Adding a route
 //!
-//! `/metrics`, WebSockets (`serve` already enables upgrades) and the OpenAPI document: each is a
-//! new [`Route`] and an arm in the dispatch; [`RequestObserver`] is the metrics hook.
+//! A new [`Route`] needs a pattern in [`Route::ALL`], its methods, an arm in the dispatch and an
+//! operation in [`openapi`] (an exhaustive `match`, so it does not compile without one); then
+//! `UPDATE_OPENAPI=1 cargo test -p maestro-http --test it openapi` refreshes `docs/openapi.json`.
+
+// The OpenAPI document is one large `serde_json::json!` literal.
+#![recursion_limit = "512"]
 
 mod body;
 mod config;
 mod error;
+mod follow;
 mod handlers;
+mod metrics;
+pub mod openapi;
 mod router;
 mod server;
 mod service;
+mod sockets;
 mod state;
 
 pub use body::{Body, json_depth_exceeds};
 pub use config::HttpConfig;
 pub use error::{ApiError, PROBLEM_JSON, ProblemItem};
+pub use metrics::{METRICS_CONTENT_TYPE, Metrics};
 pub use router::{Decision, Matched, ProbeKind, Route, Router, RunAction};
 pub use server::serve;
 pub use service::{REQUEST_ID, Req, handle};

@@ -1,8 +1,8 @@
 //! The route table: path patterns on [`matchit`], each with the methods it answers. Unknown
 //! paths are 404, known paths with another method are 405 with an `Allow` header.
 //!
-//! New surfaces (probes, `/metrics`, WebSocket, SSE, OpenAPI) slot in as more [`Route`]s and
-//! arms of the dispatch in `service`.
+//! Every route is also an operation of the OpenAPI document (`crate::openapi`), which is built
+//! from [`Route::ALL`], so the two cannot drift apart.
 
 use http::Method;
 
@@ -62,6 +62,16 @@ pub enum Route {
     CompatExecution,
     /// `GET /health`, `/health/ready`, `/health/live`, `/health/startup` (no authentication).
     Probe(ProbeKind),
+    /// `GET /api/v1/runs/{run_id}/ws`: a WebSocket of one run's events.
+    RunSocket,
+    /// `GET /api/v1/workflows/{id}/ws`: a WebSocket of the events of every run of a workflow.
+    WorkflowSocket,
+    /// `GET /ws/workflow/{id}` (original clients): the workflow's events in the original shape.
+    CompatSocket,
+    /// `GET /api/v1/openapi.json`: the OpenAPI 3.1 document.
+    OpenApi,
+    /// `GET /metrics`: Prometheus text format (no authentication).
+    Metrics,
 }
 
 /// Which health probe a `/health…` route answers.
@@ -115,10 +125,15 @@ impl Route {
             Route::Review(Decision::Reject),
         ),
         ("/api/v1/runs/{run_id}/events", Route::RunEvents),
+        ("/api/v1/runs/{run_id}/ws", Route::RunSocket),
+        ("/api/v1/workflows/{id}/ws", Route::WorkflowSocket),
+        ("/api/v1/openapi.json", Route::OpenApi),
         ("/api/workflows", Route::CompatWorkflows),
         ("/api/workflows/{id}", Route::CompatWorkflow),
         ("/api/workflows/{id}/execute", Route::CompatExecute),
         ("/api/executions/{id}", Route::CompatExecution),
+        ("/ws/workflow/{id}", Route::CompatSocket),
+        ("/metrics", Route::Metrics),
         ("/health", Route::Probe(ProbeKind::Overall)),
         ("/health/ready", Route::Probe(ProbeKind::Ready)),
         ("/health/live", Route::Probe(ProbeKind::Live)),
@@ -142,7 +157,10 @@ impl Route {
             | Route::CompatWorkflows
             | Route::CompatWorkflow
             | Route::CompatExecution
-            | Route::Probe(_) => GET,
+            | Route::Probe(_)
+            | Route::OpenApi
+            | Route::Metrics => GET,
+            Route::RunSocket | Route::WorkflowSocket | Route::CompatSocket => &[Method::GET],
         }
     }
 
@@ -152,6 +170,20 @@ impl Route {
             .iter()
             .find(|(_, r)| *r == self)
             .map_or("unmatched", |(p, _)| p)
+    }
+
+    /// Whether the route upgrades to a WebSocket.
+    pub fn is_websocket(self) -> bool {
+        matches!(
+            self,
+            Route::RunSocket | Route::WorkflowSocket | Route::CompatSocket
+        )
+    }
+
+    /// Whether the route needs a bearer token when tokens are configured: every `/api` route
+    /// and every WebSocket; probes and `/metrics` stay open.
+    pub fn needs_auth(self) -> bool {
+        !matches!(self, Route::Probe(_) | Route::Metrics)
     }
 
     /// The `Allow` header value.

@@ -58,6 +58,10 @@ where
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEAD_BYTES as u32)
         .keep_alive_interval(Some(Duration::from_secs(30)));
+    if let Some(metrics) = ctx.metrics.clone() {
+        // Subscribed now, before the first request can start a run.
+        tokio::spawn(metrics.follow_engine((*ctx).clone()));
+    }
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -93,7 +97,8 @@ where
     }
     drop(listener);
     info!("http server draining");
-    // Long-lived streams end now; ordinary requests in flight get the grace period.
+    // Long-lived streams (SSE, WebSockets, which the graceful watcher no longer tracks once
+    // upgraded) end now; ordinary requests in flight get the grace period.
     ctx.streams.cancel();
     tokio::select! {
         () = graceful.shutdown() => info!("http server stopped"),

@@ -34,6 +34,8 @@ pub struct Req {
     pub body: Bytes,
     /// The request id.
     pub request_id: String,
+    /// The connection's upgrade, for WebSocket routes on HTTP/1.1 (taken once by the handler).
+    pub(crate) upgrade: std::sync::Mutex<Option<hyper::upgrade::OnUpgrade>>,
 }
 
 impl Req {
@@ -43,6 +45,15 @@ impl Req {
             .iter()
             .find(|(k, _)| *k == name)
             .map_or("", |(_, v)| v.as_str())
+    }
+
+    /// Takes the connection's upgrade (HTTP/1.1 with upgrades enabled); `None` the second
+    /// time, on HTTP/2 and when the request was not served by [`serve`](crate::serve).
+    pub(crate) fn take_upgrade(&self) -> Option<hyper::upgrade::OnUpgrade> {
+        self.upgrade
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
     /// The first value of a query parameter.
@@ -117,7 +128,7 @@ where
     B: hyper::body::Body<Data = Bytes> + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let path = parts.uri.path();
     let matched = router.at(path);
     let route = matched.as_ref().map(|m| m.route);
@@ -139,7 +150,13 @@ where
             None => fail(not_found(path)),
         };
     }
-    if path.starts_with("/api") && !authorized(ctx, &parts.headers) {
+    // Every `/api` route and every WebSocket (including unknown `/api` paths, so that they
+    // reveal nothing without a token); probes and `/metrics` stay open.
+    let protected = match &matched {
+        Some(m) => m.route.needs_auth(),
+        None => path.starts_with("/api") || path.starts_with("/ws/"),
+    };
+    if protected && !authorized(ctx, &parts.headers) {
         let detail = if parts.headers.contains_key(header::AUTHORIZATION) {
             "the bearer token is not valid"
         } else {
@@ -199,6 +216,11 @@ where
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
+    let upgrade = if m.route.is_websocket() {
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
     let req = Req {
         method,
         params: m.params,
@@ -206,6 +228,7 @@ where
         headers: parts.headers,
         body,
         request_id: request_id.to_string(),
+        upgrade: std::sync::Mutex::new(upgrade),
     };
     let outcome = AssertUnwindSafe(handlers::dispatch(ctx, m.route, &req))
         .catch_unwind()

@@ -9,6 +9,8 @@ use maestro_health::Health;
 
 use crate::config::HttpConfig;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::sockets::SocketLimits;
 
 /// Everything a request handler needs. Cheap to clone.
 #[derive(Clone)]
@@ -29,8 +31,12 @@ pub struct ApiContext {
     /// and adopted under leases; without it (embedded, single process), the engine drives them
     /// directly.
     pub worker: Option<Arc<Worker>>,
+    /// The Prometheus metrics behind `/metrics`; without them that route is 404.
+    pub metrics: Option<Arc<Metrics>>,
     /// Cancelled when the server shuts down, so long-lived streams end and the drain finishes.
     pub(crate) streams: CancellationToken,
+    /// Open WebSockets, for the limits.
+    pub(crate) sockets: SocketLimits,
 }
 
 impl std::fmt::Debug for ApiContext {
@@ -40,6 +46,7 @@ impl std::fmt::Debug for ApiContext {
             .field("cache", &self.cache)
             .field("config", &self.config)
             .field("health", &self.health)
+            .field("metrics", &self.metrics.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -55,7 +62,9 @@ impl ApiContext {
             observer: None,
             health: None,
             worker: None,
+            metrics: None,
             streams: CancellationToken::new(),
+            sockets: SocketLimits::default(),
         }
     }
 
@@ -71,6 +80,22 @@ impl ApiContext {
     pub fn with_health(mut self, health: Health) -> Self {
         self.health = Some(health);
         self
+    }
+
+    /// Serves `/metrics` from `metrics` (builder style). The metrics also observe every
+    /// request (they become the [`RequestObserver`] unless one was set before), and
+    /// [`serve`](crate::serve) feeds them the engine's events while it runs.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        if self.observer.is_none() {
+            self.observer = Some(metrics.clone());
+        }
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// WebSockets open now on this server.
+    pub fn open_websockets(&self) -> usize {
+        self.sockets.open()
     }
 
     /// Sets the request observer (builder style).

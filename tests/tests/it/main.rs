@@ -1,3 +1,4 @@
 //! The workspace's integration tests: one test binary with a module per area.
 
+mod server;
 mod tidy;

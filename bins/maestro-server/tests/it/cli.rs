@@ -1,4 +1,4 @@
-//! Flags, exit statuses and the subcommands not in this build yet.
+//! Flags, settings, exit statuses and `migrate`.
 
 use crate::{example, maestro};
 
@@ -31,15 +31,34 @@ fn a_bad_environment_setting_exits_64_naming_it() {
 }
 
 #[test]
-fn serve_and_migrate_are_not_available_yet() {
-    for args in [&["serve"][..], &["migrate"], &[]] {
-        let out = maestro(args);
-        assert_eq!(out.code, 2, "{args:?}: {out:?}");
-        assert!(
-            out.stderr.contains("not available yet in this build"),
-            "{out:?}"
-        );
-    }
+fn migrate_applies_the_migrations_once() {
+    let dir = std::env::temp_dir().join(format!("maestro-migrate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("m.db").display());
+    let first = maestro(&["migrate", "--database-url", &url]);
+    assert_eq!(first.code, 0, "{first:?}");
+    assert!(first.stdout.contains("applied"), "{first:?}");
+    let second = maestro(&["migrate", "--database-url", &url]);
+    assert_eq!(second.code, 0, "{second:?}");
+    assert!(second.stdout.contains("up to date"), "{second:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_server_settings_exit_64_naming_them() {
+    let out = maestro(&["serve", "--database-url", "mysql://db/x"]);
+    assert_eq!(out.code, 64, "{out:?}");
+    assert!(out.stderr.contains("--database-url"), "{out:?}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_maestro-server"))
+        .arg("serve")
+        .env("MAESTRO_LEASE_TTL_SECS", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("MAESTRO_LEASE_TTL_SECS"),
+        "{out:?}"
+    );
 }
 
 #[test]

@@ -2,10 +2,12 @@
 
 mod compat;
 mod graph;
+mod meta;
 mod probes;
 mod runs;
 mod sse;
 mod workflows;
+mod ws;
 
 use http::Response;
 use maestro_dag::validate::is_valid_id;
@@ -42,6 +44,11 @@ pub(crate) async fn dispatch(
         Route::CompatExecute => compat::execute(ctx, req).await,
         Route::CompatExecution => compat::execution(ctx, req).await,
         Route::Probe(kind) => probes::probe(ctx, kind),
+        Route::RunSocket => ws::run_socket(ctx, req).await,
+        Route::WorkflowSocket => ws::workflow_socket(ctx, req).await,
+        Route::CompatSocket => ws::compat_socket(ctx, req).await,
+        Route::OpenApi => Ok(meta::openapi()),
+        Route::Metrics => meta::metrics(ctx),
     }
 }
 

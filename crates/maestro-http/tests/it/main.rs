@@ -4,6 +4,8 @@
 mod compat;
 mod layering;
 mod malformed;
+mod metrics;
+mod openapi;
 mod probes;
 mod replicas;
 mod resilience;
@@ -12,3 +14,4 @@ mod security;
 mod sse;
 mod support;
 mod workflows;
+mod ws;

@@ -120,6 +120,18 @@ impl TestServer {
         self
     }
 
+    /// A second client of the same server without a token (stopping it does nothing).
+    pub(crate) fn anonymous(&self) -> TestServer {
+        TestServer {
+            addr: self.addr,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            h2: false,
+            token: None,
+            stop: None,
+            done: None,
+        }
+    }
+
     /// Sends `Authorization: Bearer <token>` from now on.
     pub(crate) fn with_token(mut self, token: &str) -> Self {
         self.token = Some(token.to_string());
@@ -355,4 +367,101 @@ pub(crate) fn chain(id: &str) -> Value {
             {"id": "c", "executor": "noop", "depends_on": ["b"]},
         ]
     })
+}
+
+/// A WebSocket client connection to the test server.
+pub(crate) type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// What one socket received: JSON text messages, then how it was closed (`None` when the
+/// collection stopped at `until` messages instead).
+#[derive(Debug)]
+pub(crate) struct WsLog {
+    pub(crate) messages: Vec<Value>,
+    pub(crate) close: Option<u16>,
+}
+
+impl TestServer {
+    /// Opens a WebSocket on `path` (with the server's token, if any), or returns the refused
+    /// handshake's status and body.
+    pub(crate) async fn ws(&self, path: &str) -> Result<Ws, (StatusCode, Value)> {
+        ws_connect(self.addr, path, self.token.as_deref()).await
+    }
+}
+
+/// Opens a WebSocket, or returns the refused handshake's status and problem body.
+pub(crate) async fn ws_connect(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> Result<Ws, (StatusCode, Value)> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
+    if let Some(t) = token {
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    let connected = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(req),
+    )
+    .await
+    .expect("the handshake completes within 10 s");
+    match connected {
+        Ok((ws, res)) => {
+            assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
+            Ok(ws)
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            let body = res
+                .body()
+                .as_deref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or(Value::Null);
+            if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+                assert_eq!(
+                    res.headers()["content-type"],
+                    "application/problem+json",
+                    "{body}"
+                );
+            }
+            Err((res.status(), body))
+        }
+        Err(e) => panic!("websocket handshake failed: {e}"),
+    }
+}
+
+/// Reads JSON text messages until the server closes the socket or `until` messages arrived
+/// (10 s at most). Protocol pings and pongs are skipped.
+pub(crate) async fn ws_read(ws: &mut Ws, until: usize) -> WsLog {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut messages = Vec::new();
+    while messages.len() < until {
+        let next = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("the socket makes progress within 10 s");
+        match next {
+            Some(Ok(Message::Text(t))) => messages.push(serde_json::from_str(&t).unwrap()),
+            Some(Ok(Message::Close(frame))) => {
+                return WsLog {
+                    messages,
+                    close: Some(frame.map_or(1005, |f| u16::from(f.code))),
+                };
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("socket error after {} messages: {e}", messages.len()),
+            None => {
+                return WsLog {
+                    messages,
+                    close: Some(1006),
+                };
+            }
+        }
+    }
+    WsLog {
+        messages,
+        close: None,
+    }
 }
