@@ -1426,36 +1426,40 @@ impl Driver {
                     Ok(())
                 }
             }
-            Command::Pause => {
-                if self.status != RunStatus::Running {
-                    Err(EngineError::InvalidTransition(format!(
-                        "run {} is {}, not running",
-                        self.run_id, self.status
-                    )))
-                } else {
-                    self.set_run_status(RunStatus::Paused, None);
-                    self.emit(EventType::WorkflowPaused, None, EventData::default());
-                    Ok(())
-                }
-            }
-            Command::Resume => {
-                if self.status != RunStatus::Paused {
-                    Err(EngineError::InvalidTransition(format!(
-                        "run {} is {}, not paused",
-                        self.run_id, self.status
-                    )))
-                } else {
-                    self.set_run_status(RunStatus::Running, None);
-                    self.emit(EventType::WorkflowResumed, None, EventData::default());
-                    Ok(())
-                }
-            }
+            Command::Pause => self.switch(
+                RunStatus::Running,
+                RunStatus::Paused,
+                EventType::WorkflowPaused,
+            ),
+            Command::Resume => self.switch(
+                RunStatus::Paused,
+                RunStatus::Running,
+                EventType::WorkflowResumed,
+            ),
             Command::Approve(i, output) => self.settle_review(i, Ok(output)),
             Command::Reject(i, reason) => self.settle_review(i, Err(reason)),
         };
         // The answer goes out once this turn's writes are stored.
         self.replies.push((reply, answer));
         Flow::Continue
+    }
+
+    /// Pause and resume: `from` → `to`, with its event; impossible from any other status.
+    fn switch(
+        &mut self,
+        from: RunStatus,
+        to: RunStatus,
+        event: EventType,
+    ) -> Result<(), EngineError> {
+        if self.status != from {
+            return Err(EngineError::InvalidTransition(format!(
+                "run {} is {}, not {from}",
+                self.run_id, self.status
+            )));
+        }
+        self.set_run_status(to, None);
+        self.emit(event, None, EventData::default());
+        Ok(())
     }
 
     fn settle_review(
