@@ -41,6 +41,10 @@ use crate::store::{
 };
 use crate::workflow::Workflow;
 
+/// Most attempts one driver turn starts (and so most transitions one batch carries, but for a
+/// cascade of skips).
+const TURN_STARTS: usize = 1024;
+
 /// Engine-wide settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -837,6 +841,8 @@ struct Driver {
     unfinished: usize,
     /// Nodes waiting for approval.
     waiting_approval: usize,
+    /// How many nodes at the back of `ready` `mark_waiting` has not looked at yet.
+    unmarked: usize,
     /// Worklist of settled nodes whose dependents still need to hear of it.
     settled: Vec<u32>,
     propagating: bool,
@@ -886,6 +892,7 @@ impl Driver {
             is_dirty: vec![false; n],
             unfinished: n,
             waiting_approval: 0,
+            unmarked: 0,
             settled: Vec::new(),
             propagating: false,
             last_executor: None,
@@ -1072,7 +1079,7 @@ impl Driver {
                 None => {
                     self.nodes[i as usize].attempt =
                         self.nodes[i as usize].attempt.saturating_sub(1);
-                    self.ready.push_back(i);
+                    self.enqueue(i);
                 }
             }
         }
@@ -1206,7 +1213,7 @@ impl Driver {
             }
             self.timers.pop();
             if self.nodes[node as usize].status == NodeStatus::Running {
-                self.ready.push_back(node);
+                self.enqueue(node);
             }
         }
     }
@@ -1256,7 +1263,7 @@ impl Driver {
                     );
                 } else {
                     self.nodes[iu].queued = true;
-                    self.ready.push_back(i);
+                    self.enqueue(i);
                 }
             }
         }
@@ -1540,26 +1547,47 @@ impl Driver {
             self.mark_waiting();
             return;
         }
+        let mut waiting = false;
         self.events
-            .reserve(self.ready.len().min(self.max_concurrency));
-        while self.in_flight + self.launches.len() < self.max_concurrency {
+            .reserve(self.ready.len().min(self.max_concurrency).min(TURN_STARTS));
+        // At most TURN_STARTS starts a turn: a fan-out of 100,000 nodes becomes a hundred turns
+        // of a thousand, so no batch (and no buffer behind it) grows with the size of the graph.
+        while self.in_flight + self.launches.len() < self.max_concurrency
+            && self.launches.len() < TURN_STARTS
+        {
             let Some(&i) = self.ready.front() else { break };
             let permit = match &self.engine.inner.permits {
                 None => None,
                 Some(sem) => match sem.clone().try_acquire_owned() {
                     Ok(p) => Some(p),
-                    Err(_) => break,
+                    Err(_) => {
+                        waiting = true;
+                        break;
+                    }
                 },
             };
             self.ready.pop_front();
             self.start_attempt(i, permit);
         }
-        self.mark_waiting();
+        // Nodes left only by the per-turn cap start next turn: they are not waiting for a slot.
+        if waiting || self.in_flight + self.launches.len() >= self.max_concurrency {
+            self.mark_waiting();
+        }
     }
 
-    /// Writes `ready` for nodes that must wait for a slot (once per wait).
+    /// Queues a node whose rule holds (or whose retry is due).
+    fn enqueue(&mut self, i: u32) {
+        self.ready.push_back(i);
+        self.unmarked += 1;
+    }
+
+    /// Writes `ready` for nodes that must wait for a slot (once per wait). Only the nodes queued
+    /// since the last call are looked at, so a long queue costs nothing per turn.
     fn mark_waiting(&mut self) {
-        for k in 0..self.ready.len() {
+        let len = self.ready.len();
+        let from = len - self.unmarked.min(len);
+        self.unmarked = 0;
+        for k in from..len {
             let i = self.ready[k] as usize;
             let rt = &mut self.nodes[i];
             if rt.status == NodeStatus::Pending && !rt.ready_written {

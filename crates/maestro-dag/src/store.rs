@@ -354,17 +354,18 @@ struct RunEntry {
     /// the address stays valid and unique while the row exists. A writer using another `Arc` for
     /// the same id (a recovered run) only appends a newer row; reads keep the last one.
     row_at: HashMap<usize, usize, rustc_hash::FxBuildHasher>,
-    /// The event log: the event with sequence number `s` is at position `s - 1`.
-    events: Chunked<Event>,
+    /// The event log: the event with sequence number `s` is at position `s - 1`. Kept without
+    /// the run and workflow ids, which every event of a run shares.
+    events: Chunked<StoredEvent>,
     last_seq: u64,
     /// Raised by every claim.
     epoch: u64,
     lease: Option<Lease>,
 }
 
-/// An append-only list in chunks: small appends are copied into the last chunk while it has
-/// room (no per-batch allocation), large ones are moved in whole (no copy), and nothing stored
-/// ever moves (no reallocation of a large buffer).
+/// An append-only list in fixed-size chunks: appending never moves what is stored (no
+/// reallocation of a large buffer, so no copy and no doubled peak), and a position is found by
+/// a binary search over the chunks' starts.
 #[derive(Debug, Clone)]
 struct Chunked<T> {
     chunks: Vec<Vec<T>>,
@@ -385,30 +386,6 @@ impl<T> Default for Chunked<T> {
 
 impl<T> Chunked<T> {
     const CHUNK: usize = 1024;
-
-    /// Moves every item of `items` in, leaving `items` empty (with its capacity when the items
-    /// were copied, without it when the buffer itself was taken).
-    fn append(&mut self, items: &mut Vec<T>) {
-        if items.is_empty() {
-            return;
-        }
-        let n = items.len();
-        if n >= Self::CHUNK {
-            self.starts.push(self.len);
-            self.chunks.push(std::mem::take(items));
-        } else {
-            match self.chunks.last_mut() {
-                Some(last) if last.len() + n <= last.capacity() => last.append(items),
-                _ => {
-                    let mut chunk = Vec::with_capacity(Self::CHUNK);
-                    chunk.append(items);
-                    self.starts.push(self.len);
-                    self.chunks.push(chunk);
-                }
-            }
-        }
-        self.len += n;
-    }
 
     fn iter(&self) -> impl Iterator<Item = &T> {
         self.chunks.iter().flatten()
@@ -534,7 +511,9 @@ impl MemoryStore {
         if let Some(first) = batch.events.first() {
             debug_assert_eq!(first.seq, entry.last_seq + 1);
             entry.last_seq += batch.events.len() as u64;
-            entry.events.append(&mut batch.events);
+            for e in batch.events.drain(..) {
+                entry.events.push(StoredEvent::from(e));
+            }
         }
         Ok(())
     }
@@ -719,12 +698,51 @@ impl RunStore for MemoryStore {
         let Some(entry) = g.runs.get(run_id) else {
             return Err(StoreError::NotFound(format!("run {run_id}")));
         };
+        let Some(run) = &entry.record else {
+            return Ok(Vec::new());
+        };
         Ok(entry
             .events
             .iter_from(after as usize)
             .take(limit)
-            .cloned()
+            .map(|e| e.to_event(run))
             .collect())
+    }
+}
+
+/// An event as the memory store keeps it: without the ids its run gives.
+#[derive(Debug, Clone)]
+struct StoredEvent {
+    seq: u64,
+    kind: crate::event::EventType,
+    node_id: Option<Arc<str>>,
+    data: crate::event::EventData,
+    timestamp: DateTime<Utc>,
+}
+
+impl From<Event> for StoredEvent {
+    fn from(e: Event) -> Self {
+        Self {
+            seq: e.seq,
+            kind: e.kind,
+            node_id: e.node_id,
+            data: e.data,
+            timestamp: e.timestamp,
+        }
+    }
+}
+
+impl StoredEvent {
+    fn to_event(&self, run: &RunRecord) -> Event {
+        Event {
+            seq: self.seq,
+            kind: self.kind,
+            workflow_id: run.workflow_id.clone(),
+            run_id: run.run_id.clone(),
+            node_id: self.node_id.clone(),
+            data: self.data.clone(),
+            timestamp: self.timestamp,
+        }
     }
 }
 
@@ -846,12 +864,8 @@ mod tests {
     fn chunked_lists_find_every_position_across_chunks() {
         let mut c: Chunked<usize> = Chunked::default();
         let n = Chunked::<usize>::CHUNK * 3 + 7;
-        let mut batch: Vec<usize> = (0..n / 2).collect();
-        c.append(&mut batch);
-        assert!(batch.is_empty());
-        for k in (n / 2..n).step_by(3) {
-            let mut small: Vec<usize> = (k..(k + 3).min(n)).collect();
-            c.append(&mut small);
+        for k in 0..n {
+            c.push(k);
         }
         assert_eq!(c.iter().count(), n);
         for start in [0, 1, 1023, 1024, 1025, 2048, n - 1, n, n + 5] {
@@ -859,5 +873,7 @@ mod tests {
             let want: Vec<usize> = (start.min(n)..n).collect();
             assert_eq!(got, want, "from {start}");
         }
+        *c.get_mut(1500) = 0;
+        assert_eq!(c.iter_from(1500).next(), Some(&0));
     }
 }
