@@ -1,11 +1,14 @@
 //! `serve` and `migrate`: the bundled server, wired in explicit steps (STYLE.md item 7).
 //!
-//! 1. open the store (lazy) and apply the migrations (under an advisory lock on PostgreSQL);
-//! 2. start the health registry (a background database check) and the runtime watchdog;
-//! 3. build the executor registry and the engine, register the SDLC templates;
-//! 4. start the worker (claims runs under leases, renews them, takes over a dead replica's runs);
-//! 5. serve HTTP until SIGTERM or Ctrl-C, then drain: readiness turns 503, no new run is claimed,
-//!    running nodes get the grace period, leases are released, and the process exits 0.
+//! 1. open the store (lazy), start the health registry (a background database check) and the
+//!    runtime watchdog, build the executor registry, the engine and the worker (no I/O yet);
+//! 2. serve HTTP, so the probes answer from the start (`/health/startup` 503 until step 4);
+//! 3. apply the migrations (under an advisory lock on PostgreSQL), retried while the database is
+//!    unreachable;
+//! 4. register the SDLC templates, start the worker (claims runs under leases, renews them,
+//!    takes over a dead replica's runs), and mark the server started;
+//! 5. on SIGTERM or Ctrl-C, drain: readiness turns 503, no new run is claimed and no new node
+//!    starts, running nodes get the grace period, leases are released, and the process exits 0.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,7 +106,18 @@ pub async fn serve(
     args: ServeArgs,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<u8> {
-    // 1. The store and its migrations.
+    // The shutdown signal, as a token every step can watch.
+    let stop = CancellationToken::new();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stop.cancel();
+        });
+    }
+
+    // 1. The store (lazy: nothing is connected yet), health checks, executors, the engine and the
+    //    worker. None of this does I/O.
     let store = open_store(&args.database, args.db_pool_size as usize)?;
     let backend = store.backend();
     let health = Health::new(HealthConfig::new(VERSION, display_name(backend)));
@@ -120,27 +134,6 @@ pub async fn serve(
     }
     health.start();
     let scheduler_beat = health.register_heartbeat("scheduler", Duration::from_secs(10));
-
-    // Migrations: retried while the database is unreachable (startup stays 503 meanwhile).
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match store.migrate().await {
-            Ok(applied) => {
-                for name in applied {
-                    info!(migration = %name, "applied a migration");
-                }
-                break;
-            }
-            Err(e) => {
-                warn!(error = %e, "migrations failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-    health.mark_initialized(StartupComponent::Database);
-
-    // 2. Executors and the engine.
     let registry = crate::executors::registry(&args)?;
     let engine = Engine::with_config(
         store.clone() as Arc<dyn maestro_dag::RunStore>,
@@ -151,20 +144,6 @@ pub async fn serve(
         },
     );
     health.mark_initialized(StartupComponent::Engine);
-
-    // 3. The SDLC templates.
-    for def in [
-        maestro_phase::templates::sdlc_linear(),
-        maestro_phase::templates::sdlc_parallel(),
-    ] {
-        store
-            .put_definition(&def)
-            .await
-            .with_context(|| format!("registering the template {}", def.id))?;
-    }
-    health.mark_initialized(StartupComponent::Workflows);
-
-    // 4. The worker.
     let store_dyn: Arc<dyn Store> = store.clone();
     let resolver = Arc::new(StoreResolver::new(store_dyn.clone(), registry));
     let worker = Worker::new(
@@ -177,29 +156,9 @@ pub async fn serve(
             ..WorkerConfig::default()
         },
     );
-    let stop_worker = CancellationToken::new();
-    let worker_task = tokio::spawn(worker.clone().run(stop_worker.clone()));
-    {
-        // Liveness: the scheduler loop must keep polling.
-        let worker = worker.clone();
-        let stop = stop_worker.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tick.tick() => {
-                        if worker.last_poll_age() < Duration::from_secs(10) {
-                            scheduler_beat.beat();
-                        }
-                    }
-                }
-            }
-            scheduler_beat.retire();
-        });
-    }
 
-    // 5. HTTP.
+    // 2. HTTP first, so the probes answer while the server starts: `/health/startup` is 503
+    //    until the migrations ran and the templates are registered.
     let mut http = HttpConfig::default()
         .with_max_body_bytes(usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX))
         .with_shutdown_grace(Duration::from_secs(args.shutdown_grace_secs));
@@ -221,14 +180,77 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on {}", args.bind))?;
     info!(addr = %listener.local_addr()?, database = display_name(backend), "maestro-server listening");
-    health.mark_started();
-
     let draining = CancellationToken::new();
     let http_stop = draining.clone();
     let server = tokio::spawn(maestro_http::serve(listener, ctx, async move {
         http_stop.cancelled().await
     }));
-    shutdown.await;
+
+    // 3. Migrations, retried while the database is unreachable (startup stays 503 meanwhile).
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match store.migrate().await {
+            Ok(applied) => {
+                for name in applied {
+                    info!(migration = %name, "applied a migration");
+                }
+                break;
+            }
+            Err(e) => {
+                warn!(error = %e, "migrations failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled() => {
+                        draining.cancel();
+                        let _ = server.await;
+                        health.stop();
+                        return Ok(crate::exit::SUCCESS);
+                    }
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    health.mark_initialized(StartupComponent::Database);
+
+    // 4. The SDLC templates.
+    for def in [
+        maestro_phase::templates::sdlc_linear(),
+        maestro_phase::templates::sdlc_parallel(),
+    ] {
+        store
+            .put_definition(&def)
+            .await
+            .with_context(|| format!("registering the template {}", def.id))?;
+    }
+    health.mark_initialized(StartupComponent::Workflows);
+
+    // 5. The worker: claims runs (its own and those of dead replicas), renews leases.
+    let stop_worker = CancellationToken::new();
+    let worker_task = tokio::spawn(worker.clone().run(stop_worker.clone()));
+    {
+        // Liveness: the scheduler loop must keep polling.
+        let worker = worker.clone();
+        let stop = stop_worker.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {
+                        if worker.last_poll_age() < Duration::from_secs(10) {
+                            scheduler_beat.beat();
+                        }
+                    }
+                }
+            }
+            scheduler_beat.retire();
+        });
+    }
+    health.registry().refresh().await;
+    health.mark_started();
+    info!("maestro-server started");
+    stop.cancelled().await;
 
     // Drain: not ready, no new run claimed and no new node started; attempts in flight get the
     // grace period to finish (their results are written); then the runs are let go and their
