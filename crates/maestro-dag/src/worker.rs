@@ -135,6 +135,8 @@ pub struct Worker {
     last_poll: Mutex<std::time::Instant>,
     /// Set when the replica drains: no new run is claimed.
     claiming: std::sync::atomic::AtomicBool,
+    /// Runs taken over from another owner (or from none) by polling.
+    takeovers: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for Worker {
@@ -162,6 +164,7 @@ impl Worker {
             held: Mutex::new(HashMap::new()),
             last_poll: Mutex::new(std::time::Instant::now()),
             claiming: std::sync::atomic::AtomicBool::new(true),
+            takeovers: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -181,6 +184,12 @@ impl Worker {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .elapsed()
+    }
+
+    /// Runs this worker took over by polling (runs whose owner died, or that had none), for the
+    /// `dag_lease_takeovers_total` metric.
+    pub fn takeovers(&self) -> u64 {
+        self.takeovers.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stops claiming runs (draining); renewals go on, so the runs held keep their leases.
@@ -339,7 +348,11 @@ impl Worker {
             };
             info!(run_id = %run_id, epoch = lease.epoch, "took over a run");
             match self.adopt(workflow, lease).await {
-                Ok(_) => taken += 1,
+                Ok(_) => {
+                    taken += 1;
+                    self.takeovers
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 Err(e) => warn!(run_id = %run_id, error = %e, "could not resume a claimed run"),
             }
         }

@@ -15,6 +15,7 @@
 //! | `dag_health_check_status` | gauge (1 up / 0 down) | `check_type` | `maestro-health`'s registry, at scrape time |
 //! | `dag_database_pool_size` | gauge | | set by the binary ([`Metrics::set_database_pool_size`]) |
 //! | `dag_metrics_events_dropped_total` | counter | | engine events the metrics missed (a lagging subscriber) |
+//! | `dag_lease_takeovers_total` | counter | | runs this replica took over by polling (their owner died), from the worker at scrape time |
 //!
 //! `endpoint` is the route pattern (`/api/v1/runs/{run_id}`), never the raw path, and
 //! `workflow_name` is the workflow id, so label sets stay bounded. `node_type` is the node's
@@ -118,6 +119,7 @@ pub struct Metrics {
     health_checks: Family<CheckType, Gauge>,
     pool_size: Gauge,
     dropped: Counter,
+    takeovers: Counter,
     /// Scrapes serialise here (the scrape-time gauges are set, then everything is encoded).
     scrape: Mutex<()>,
 }
@@ -151,6 +153,7 @@ impl Metrics {
         let health_checks = Family::<CheckType, Gauge>::default();
         let pool_size = Gauge::default();
         let dropped = Counter::default();
+        let takeovers = Counter::default();
         // Counters get their `_total` suffix from the encoder.
         registry.register(
             "dag_workflow_executions",
@@ -217,6 +220,11 @@ impl Metrics {
             "Engine events the metrics missed because their subscriber lagged",
             dropped.clone(),
         );
+        registry.register(
+            "dag_lease_takeovers",
+            "Runs this replica took over from a replica whose lease expired",
+            takeovers.clone(),
+        );
         Self {
             registry,
             workflow_executions,
@@ -232,6 +240,7 @@ impl Metrics {
             health_checks,
             pool_size,
             dropped,
+            takeovers,
             scrape: Mutex::new(()),
         }
     }
@@ -247,6 +256,11 @@ impl Metrics {
         let _g = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
         self.websockets
             .set(i64::try_from(ctx.open_websockets()).unwrap_or(i64::MAX));
+        if let Some(worker) = &ctx.worker {
+            let seen = self.takeovers.get();
+            self.takeovers
+                .inc_by(worker.takeovers().saturating_sub(seen));
+        }
         if let Some(health) = &ctx.health {
             for check in health.registry().snapshot() {
                 self.health_checks
