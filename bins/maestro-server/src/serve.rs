@@ -133,7 +133,6 @@ pub async fn serve(
             .context("registering the database check")?;
     }
     health.start();
-    let scheduler_beat = health.register_heartbeat("scheduler", Duration::from_secs(10));
     let registry = crate::executors::registry(&args)?;
     let engine = Engine::with_config(
         store.clone() as Arc<dyn maestro_dag::RunStore>,
@@ -228,6 +227,9 @@ pub async fn serve(
     // 5. The worker: claims runs (its own and those of dead replicas), renews leases.
     let stop_worker = CancellationToken::new();
     let worker_task = tokio::spawn(worker.clone().run(stop_worker.clone()));
+    // Registered only now: while migrations wait for the database there is no scheduler loop
+    // to watch, and liveness must not depend on the database.
+    let scheduler_beat = health.register_heartbeat("scheduler", Duration::from_secs(10));
     {
         // Liveness: the scheduler loop must keep polling.
         let worker = worker.clone();

@@ -91,7 +91,10 @@ where
         cors_headers(ctx, origin.as_ref(), h);
         let status = res.status();
         let elapsed = started.elapsed();
-        if status.is_server_error() {
+        // A probe's 503 is an answer (starting, draining, database away), not a failure: it is
+        // polled every few seconds and would flood the log.
+        let probe = matches!(route, Some(Route::Probe(_)));
+        if status.is_server_error() && !probe {
             warn!(
                 status = status.as_u16(),
                 elapsed_ms = elapsed.as_secs_f64() * 1e3,

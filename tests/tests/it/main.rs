@@ -1,4 +1,10 @@
 //! The workspace's integration tests: one test binary with a module per area.
 
+mod api_docs;
+mod assets;
+mod drain;
+mod probes;
+mod security;
 mod server;
+mod support;
 mod tidy;

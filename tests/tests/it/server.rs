@@ -2,241 +2,12 @@
 //! PostgreSQL when `MAESTRO_TEST_DATABASE_URL` is set), driven over HTTP like a client would.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// Builds the server binary once per test process (so these tests never run a stale binary) and
-/// returns its path.
-fn server_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap()
-            .to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "maestro-server",
-                "--bin",
-                "maestro-server",
-            ])
-            .current_dir(&root)
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building maestro-server failed");
-        let target =
-            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-        target.join("debug").join("maestro-server")
-    })
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running server; killed when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    _dir: Option<TempDir>,
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Server {
-    fn sqlite(extra_env: &[(&str, &str)]) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "maestro-e2e-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}", dir.join("maestro.db").display());
-        let mut s = Self::start(&url, extra_env);
-        s._dir = Some(TempDir(dir));
-        s
-    }
-
-    fn start(database_url: &str, extra_env: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let mut cmd = Command::new(server_binary());
-        cmd.arg("serve")
-            .env("MAESTRO_BIND", addr.to_string())
-            .env("DATABASE_URL", database_url)
-            .env("MAESTRO_SHUTDOWN_GRACE_SECS", "5")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("the server starts");
-        let server = Self {
-            child,
-            addr,
-            _dir: None,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = server.try_request("GET", "/health/startup", None, &[])
-                && r.status == 200
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not start within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    fn try_request(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-        headers: &[(&str, &str)],
-    ) -> std::io::Result<Response> {
-        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            self.addr,
-            body.len()
-        );
-        if !body.is_empty() {
-            req.push_str("Content-Type: application/json\r\n");
-        }
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        req.push_str(&body);
-        stream.write_all(req.as_bytes())?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw)?;
-        Ok(Response::parse(&raw))
-    }
-
-    fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Response {
-        self.try_request(method, path, body, &[])
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not exit within 20 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn parse(raw: &[u8]) -> Self {
-        let split = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("a complete response");
-        let head = String::from_utf8_lossy(&raw[..split]).to_string();
-        let mut lines = head.lines();
-        let status = lines
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let mut body = raw[split + 4..].to_vec();
-        if headers
-            .iter()
-            .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
-        {
-            body = dechunk(&body);
-        }
-        Self {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(end) = data.windows(2).position(|w| w == b"\r\n") {
-        let size =
-            usize::from_str_radix(String::from_utf8_lossy(&data[..end]).trim(), 16).unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        out.extend_from_slice(&data[end + 2..end + 2 + size]);
-        data = &data[end + 2 + size + 2..];
-    }
-    out
-}
+use crate::support::{PgDatabase, Response, Server};
 
 /// A stand-in team engine: answers every phase with a completed result. Returns its base URL.
 fn fake_team_engine() -> String {
@@ -293,7 +64,7 @@ fn fake_team_engine() -> String {
     format!("http://{addr}")
 }
 
-fn definition(id: &str, sleep_ms: u64) -> Value {
+pub(crate) fn definition(id: &str, sleep_ms: u64) -> Value {
     json!({
         "id": id,
         "nodes": [
@@ -304,7 +75,7 @@ fn definition(id: &str, sleep_ms: u64) -> Value {
     })
 }
 
-fn wait_for_run(server: &Server, run_id: &str, status: &str) -> Value {
+pub(crate) fn wait_for_run(server: &Server, run_id: &str, status: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let run = server
@@ -474,36 +245,11 @@ fn the_server_on_sqlite_serves_the_api_and_drains_on_sigterm() {
 
 #[test]
 fn the_server_on_postgres_serves_the_api() {
-    let Some(admin) = std::env::var("MAESTRO_TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "CI=true needs MAESTRO_TEST_DATABASE_URL"
-        );
-        eprintln!("note: MAESTRO_TEST_DATABASE_URL is not set; skipping");
+    let Some(db) = PgDatabase::create() else {
         return;
     };
-    let name = format!("maestro_e2e_{}_{}", std::process::id(), free_port());
-    let psql = |sql: &str| {
-        Command::new("psql")
-            .args([admin.as_str(), "-q", "-c", sql])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    };
-    assert!(
-        psql(&format!("CREATE DATABASE {name}")),
-        "cannot create a test database"
-    );
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
     let team = fake_team_engine();
-    let server = Server::start(
-        &format!("{base}/{name}"),
-        &[("MAESTRO_TEAM_ENGINE_URL", &team)],
-    );
+    let server = Server::start(&db.url, &[("MAESTRO_TEAM_ENGINE_URL", &team)]);
     exercise(&server);
     assert!(server.terminate().success());
-    psql(&format!("DROP DATABASE {name} WITH (FORCE)"));
 }
