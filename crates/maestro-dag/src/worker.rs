@@ -137,6 +137,8 @@ pub struct Worker {
     claiming: std::sync::atomic::AtomicBool,
     /// Runs taken over from another owner (or from none) by polling.
     takeovers: std::sync::atomic::AtomicU64,
+    /// Held while a run is claimed and handed to the engine, so two paths never adopt one run.
+    adopting: tokio::sync::Mutex<()>,
 }
 
 impl fmt::Debug for Worker {
@@ -165,6 +167,7 @@ impl Worker {
             last_poll: Mutex::new(std::time::Instant::now()),
             claiming: std::sync::atomic::AtomicBool::new(true),
             takeovers: std::sync::atomic::AtomicU64::new(0),
+            adopting: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -246,6 +249,13 @@ impl Worker {
         workflow: Arc<Workflow>,
         run_id: &str,
     ) -> Result<Option<RunHandle>, EngineError> {
+        // One adoption at a time: a run this worker drives already is never claimed again (a
+        // claim raises the epoch and would fence the driver that runs it).
+        let _one = self.adopting.lock().await;
+        if self.engine.is_driving(run_id) {
+            let epoch = self.lock().get(run_id).map_or(0, |l| l.epoch);
+            return self.engine.recover(workflow, run_id, epoch).await.map(Some);
+        }
         let Some(lease) = self
             .leases
             .claim_run(run_id, &self.config.owner, self.config.lease_ttl)
@@ -346,6 +356,12 @@ impl Worker {
                     continue;
                 }
             };
+            let _one = self.adopting.lock().await;
+            if self.engine.is_driving(&run_id) {
+                // Started here meanwhile (its own claim came after this one): that driver, with
+                // the newer epoch, keeps the run; this older lease is dropped.
+                continue;
+            }
             info!(run_id = %run_id, epoch = lease.epoch, "took over a run");
             match self.adopt(workflow, lease).await {
                 Ok(_) => {

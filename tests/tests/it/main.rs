@@ -6,5 +6,6 @@ mod drain;
 mod probes;
 mod security;
 mod server;
+mod streams;
 mod support;
 mod tidy;
