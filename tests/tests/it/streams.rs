@@ -75,13 +75,13 @@ fn sse(
     let mut events = Vec::new();
     let mut line = String::new();
     while reader.read_line(&mut line).unwrap_or(0) > 0 {
-        if let Some(data) = line.trim_end().strip_prefix("data:") {
-            if let Ok(e) = serde_json::from_str::<Value>(data.trim()) {
-                let kind = e["type"].as_str().unwrap_or_default().to_string();
-                events.push((e["seq"].as_u64().unwrap(), kind.clone()));
-                if kind == "workflow_completed" || stop_after.is_some_and(|n| events.len() >= n) {
-                    break;
-                }
+        if let Some(data) = line.trim_end().strip_prefix("data:")
+            && let Ok(e) = serde_json::from_str::<Value>(data.trim())
+        {
+            let kind = e["type"].as_str().unwrap_or_default().to_string();
+            events.push((e["seq"].as_u64().unwrap(), kind.clone()));
+            if kind == "workflow_completed" || stop_after.is_some_and(|n| events.len() >= n) {
+                break;
             }
         }
         line.clear();
