@@ -71,7 +71,7 @@
 //! # Error codes
 //!
 //! Every error is `application/problem+json` `{type, title, status, detail, code, errors,
-//! request_id}`; `type` is `urn:maestro:problem:<code>`.
+//! request_id}`; `type` is `https://maestro.dev/problems/<code with dashes>`.
 //!
 //! | Status | Codes |
 //! |---|---|
