@@ -1,16 +1,9 @@
 //! Every `sh` example of `docs/api.md`, run in order in one bash session against a real server,
 //! with `curl --fail-with-body`: the API guide cannot drift from the API.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use crate::support::{free_port, root, server_binary};
 
 /// The `sh` blocks of a Markdown text, in order, with their indentation removed.
 fn sh_blocks(markdown: &str) -> Vec<String> {
@@ -44,29 +37,10 @@ fn every_example_of_the_api_guide_runs_against_a_server() {
         blocks.len()
     );
 
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "maestro-server",
-            "--bin",
-            "maestro-server",
-        ])
-        .current_dir(root())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let dir = std::env::temp_dir().join(format!("maestro-api-docs-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut server = Command::new(target.join("debug/maestro-server"))
+    let mut server = Command::new(server_binary())
         .arg("serve")
         .env("MAESTRO_BIND", format!("127.0.0.1:{port}"))
         .env(

@@ -11,15 +11,20 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The workspace's root folder.
+pub(crate) fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
 /// Builds the server binary once per test process (so these tests never run a stale binary) and
 /// returns its path.
-fn server_binary() -> &'static Path {
+pub(crate) fn server_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap()
-            .to_path_buf();
+        let root = root();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args([
@@ -156,32 +161,7 @@ impl Server {
         body: &[u8],
         headers: &[(&str, &str)],
     ) -> std::io::Result<Response> {
-        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            self.addr,
-            body.len()
-        );
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        let mut bytes = req.into_bytes();
-        bytes.extend_from_slice(body);
-        // The server may answer (e.g. 413) and close before it has read a large body.
-        let written = stream.write_all(&bytes);
-        let mut raw = Vec::new();
-        let read = stream.read_to_end(&mut raw);
-        if raw.is_empty() {
-            written?;
-            read?;
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "no response",
-            ));
-        }
-        Ok(Response::parse(&raw))
+        http_raw(self.addr, method, path, body, headers)
     }
 
     pub(crate) fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Response {
@@ -223,6 +203,43 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One HTTP/1.1 request to `addr`: `body` sent as is, with exactly the given headers (plus `Host`, `Connection: close` and
+/// `Content-Length`).
+pub(crate) fn http_raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        addr,
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    // The server may answer (e.g. 413) and close before it has read a large body.
+    let written = stream.write_all(&bytes);
+    let mut raw = Vec::new();
+    let read = stream.read_to_end(&mut raw);
+    if raw.is_empty() {
+        written?;
+        read?;
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "no response",
+        ));
+    }
+    Ok(Response::parse(&raw))
 }
 
 pub(crate) struct Response {
