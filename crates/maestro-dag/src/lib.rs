@@ -158,6 +158,7 @@ pub mod definition;
 pub mod engine;
 pub mod event;
 pub mod executor;
+pub mod layout;
 mod legacy;
 pub mod status;
 pub mod store;
@@ -176,6 +177,7 @@ pub use executor::{
     ExecutorRegistry, FnExecutor, NodeContext, NodeError, NodeExecutor, NodeInput, artifacts_of,
     idempotency_key,
 };
+pub use layout::{LaidEdge, LaidNode, Layout, LayoutConfig};
 pub use status::{NodeStatus, RunStatus};
 pub use store::{
     DefinitionRecord, DefinitionStore, Lease, LeaseStore, MemoryStore, NodeRecord, RunRecord,

@@ -6,6 +6,7 @@ mod definition;
 mod engine;
 mod events;
 mod graph;
+mod layout;
 mod props;
 mod recovery;
 mod support;

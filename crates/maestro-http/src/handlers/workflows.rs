@@ -179,13 +179,25 @@ pub(super) async fn delete(ctx: &ApiContext, req: &Req) -> Result<Response<Body>
     Ok(res)
 }
 
-/// `GET /api/v1/workflows/{id}/graph?format=json|dot|mermaid[&version=N]`.
+/// Runs a rendering that lays the graph out on the blocking pool: a big graph takes a while.
+async fn laid_out<T: Send + 'static>(
+    r: &DefinitionRecord,
+    wf: &std::sync::Arc<Workflow>,
+    render: fn(&WorkflowDefinition, &Workflow) -> T,
+) -> Result<T, ApiError> {
+    let (def, wf) = (r.definition.clone(), wf.clone());
+    tokio::task::spawn_blocking(move || render(&def, &wf))
+        .await
+        .map_err(|e| ApiError::internal(format!("graph layout: {e}")))
+}
+
+/// `GET /api/v1/workflows/{id}/graph?format=json|dot|mermaid|svg|layout[&version=N]`.
 pub(super) async fn graph(ctx: &ApiContext, req: &Req) -> Result<Response<Body>, ApiError> {
     let format = req.query("format").unwrap_or("json");
-    if !matches!(format, "json" | "dot" | "mermaid") {
+    if !matches!(format, "json" | "dot" | "mermaid" | "svg" | "layout") {
         return Err(ApiError::bad_request(
             "invalid_query",
-            "query parameter `format` must be one of json, dot, mermaid",
+            "query parameter `format` must be one of json, dot, mermaid, svg, layout",
         ));
     }
     let r = record(ctx, req).await?;
@@ -202,6 +214,17 @@ pub(super) async fn graph(ctx: &ApiContext, req: &Req) -> Result<Response<Body>,
             "text/plain; charset=utf-8",
             super::render_mermaid(def, &wf),
         ),
+        "svg" => text(
+            StatusCode::OK,
+            "image/svg+xml",
+            laid_out(&r, &wf, super::graph::render_svg).await?,
+        ),
+        "layout" => {
+            let mut layout = laid_out(&r, &wf, super::graph::layout_json).await?;
+            layout["workflow_id"] = json!(r.workflow_id);
+            layout["version"] = json!(r.version);
+            json(StatusCode::OK, &layout)
+        }
         _ => json(
             StatusCode::OK,
             &json!({
