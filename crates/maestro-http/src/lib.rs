@@ -18,6 +18,9 @@
 //! - **Live events miss nothing and repeat nothing.** SSE streams and WebSockets replay the
 //!   store's log after the client's `after`, then forward live events strictly in sequence,
 //!   reading the store for anything out of order or driven by another replica.
+//! - **Tokens never ride in URLs.** With API tokens, a WebSocket may carry its token as the
+//!   subprotocol `maestro.bearer.<base64url(token)>` offered with `maestro` (browsers cannot set
+//!   `Authorization` there), and the server then selects `maestro`; never in the query string.
 //! - **Bounded sockets.** WebSockets are admitted after authentication and within
 //!   [`HttpConfig::max_websockets`] / [`HttpConfig::max_websockets_per_key`] (503 otherwise),
 //!   and all close (1001) when the server shuts down.
@@ -53,7 +56,7 @@
 //! | `POST /api/v1/workflows/validate` | 200 `{valid: true, levels, …}` |
 //! | `GET /api/v1/workflows?limit=&offset=` | `{workflows, limit, offset, next_offset}` |
 //! | `GET /api/v1/workflows/{id}[?version=N]` · `DELETE …` | `{workflow_id, version, content_hash, created_at, definition}` · 204 |
-//! | `GET /api/v1/workflows/{id}/graph?format=json\|dot\|mermaid` | the DAG |
+//! | `GET /api/v1/workflows/{id}/graph?format=json\|dot\|mermaid\|svg\|layout` | the DAG: JSON, DOT, Mermaid, or laid out (`maestro_dag::layout`) as an SVG picture or its coordinates |
 //! | `POST /api/v1/workflows/{id}/runs` `{inputs}` | 202 `{run_id, workflow_id, version, status, created}`; `Idempotency-Key` |
 //! | `GET /api/v1/runs?workflow_id=&status=&limit=&offset=` | `{runs, limit, offset, next_offset}` |
 //! | `GET /api/v1/runs/{run_id}` | the run with every node of its pinned definition and `progress` |
@@ -67,6 +70,7 @@
 //! | `GET /ws/workflow/{id}` | WebSocket for the original clients: text `ping` → `{"type":"pong","timestamp"}`; each event once as `{type, timestamp, workflow_id, execution_id, node_id, data, seq}` |
 //! | `GET /health` · `/health/ready` · `/health/live` · `/health/startup` | the `maestro-health` reports (no token needed; 404 unless [`ApiContext::with_health`]) |
 //! | `GET /metrics` | Prometheus text format, `dag_*` names (no token needed; 404 unless [`ApiContext::with_metrics`]) |
+//! | `GET /` · `GET /assets/app.js\|app.css` | the web dashboard (docs/dashboard.md), embedded in the binary; no token needed; `ETag` (304 on `If-None-Match`), `Cache-Control: no-cache`, a strict `Content-Security-Policy`, `nosniff`, `X-Frame-Options: DENY` |
 //!
 //! # Error codes
 //!

@@ -49,7 +49,8 @@ pub fn document() -> Value {
             {"name": "runs", "description": "Runs and their control"},
             {"name": "events", "description": "Run events: pages, SSE and WebSockets"},
             {"name": "compat", "description": "The original system's routes, for its clients"},
-            {"name": "operations", "description": "Probes, metrics and this document"}
+            {"name": "operations", "description": "Probes, metrics and this document"},
+            {"name": "dashboard", "description": "The web dashboard (no token needed to load it)"}
         ],
         "paths": paths,
         "components": components(),
@@ -68,6 +69,15 @@ fn path_params(pattern: &str) -> Vec<Value> {
         .split('/')
         .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
         .map(|name| {
+            if name == "file" {
+                return json!({
+                    "name": name,
+                    "in": "path",
+                    "required": true,
+                    "description": "The asset's file name",
+                    "schema": {"type": "string", "enum": ["app.js", "app.css"]},
+                });
+            }
             let description = match name {
                 "run_id" => "The run's id",
                 "node_id" => "A node's id within the run's workflow",
@@ -252,7 +262,7 @@ impl Op {
     }
 }
 
-const WS_DESCRIPTION: &str = "An HTTP/1.1 WebSocket upgrade (RFC 6455). Each event is one text message; a text `ping` is answered with `{\"type\":\"pong\",\"timestamp\"}`. Refused with 503 `too_many_websockets` past the server's limits (1,000 sockets per server and 100 per run or workflow by default) and with 426 `upgrade_required` without an upgrade handshake. The server closes with 1001 when it shuts down.";
+const WS_DESCRIPTION: &str = "An HTTP/1.1 WebSocket upgrade (RFC 6455). Browsers, which cannot send `Authorization` on a WebSocket, may offer the token as the subprotocol `maestro.bearer.<base64url without padding of the token>` together with `maestro`, which the server then selects (never in the query string). Each event is one text message; a text `ping` is answered with `{\"type\":\"pong\",\"timestamp\"}`. Refused with 503 `too_many_websockets` past the server's limits (1,000 sockets per server and 100 per run or workflow by default) and with 426 `upgrade_required` without an upgrade handshake. The server closes with 1001 when it shuts down.";
 
 fn websocket(op: Op, message: &'static str) -> Op {
     op.describe(WS_DESCRIPTION)
@@ -331,18 +341,57 @@ fn operation(route: Route, method: &Method) -> Op {
             .resp(ok("200", "The definition", "WorkflowRecord"))
             .resp(problem("404", "Unknown workflow or version (`workflow_not_found`)")),
         Route::WorkflowGraph => Op::new("getWorkflowGraph", "workflows", "The workflow's DAG as a picture source")
-            .query("format", "Output format (default `json`)", json!({"type": "string", "enum": ["json", "dot", "mermaid"]}))
+            .query("format", "Output format (default `json`): `svg` is the laid-out picture, `layout` its coordinates", json!({"type": "string", "enum": ["json", "dot", "mermaid", "svg", "layout"]}))
             .query("version", "A version (default: the latest)", json!({"type": "integer", "minimum": 1}))
             .resp(Resp {
                 status: "200",
-                description: "The graph: JSON `{nodes, edges}`, Graphviz DOT or Mermaid",
+                description: "The graph: JSON `{nodes, edges}` (`json`) or the layered layout (`layout`), Graphviz DOT, Mermaid, or an SVG picture",
                 content: vec![
-                    ("application/json", schema("Graph")),
+                    ("application/json", json!({"oneOf": [schema("Graph"), {
+                        "type": "object",
+                        "description": "`format=layout`: boxes (top-left corner, size) and edge polylines, left to right",
+                        "required": ["workflow_id", "version", "width", "height", "layers", "crossings", "nodes", "edges"],
+                        "properties": {
+                            "workflow_id": schema("Id"),
+                            "version": {"type": "integer"},
+                            "width": {"type": "number"},
+                            "height": {"type": "number"},
+                            "layers": {"type": "integer"},
+                            "crossings": {"type": "integer"},
+                            "nodes": {"type": "array", "items": {
+                                "type": "object",
+                                "required": ["id", "name", "type", "executor", "layer", "order", "x", "y", "width", "height"],
+                                "properties": {
+                                    "id": schema("Id"),
+                                    "name": {"type": "string"},
+                                    "type": {"type": "string"},
+                                    "executor": {"type": ["string", "null"]},
+                                    "layer": {"type": "integer"},
+                                    "order": {"type": "integer"},
+                                    "x": {"type": "number"},
+                                    "y": {"type": "number"},
+                                    "width": {"type": "number"},
+                                    "height": {"type": "number"}
+                                }
+                            }},
+                            "edges": {"type": "array", "items": {
+                                "type": "object",
+                                "required": ["from", "to", "points"],
+                                "properties": {
+                                    "from": schema("Id"),
+                                    "to": schema("Id"),
+                                    "points": {"type": "array", "items": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}}
+                                }
+                            }}
+                        }
+                    }]})),
                     ("text/vnd.graphviz", json!({"type": "string"})),
                     ("text/plain", json!({"type": "string"})),
+                    ("image/svg+xml", json!({"type": "string"})),
                 ],
                 headers: Vec::new(),
             })
+            .resp(problem("400", "Unknown `format` (`invalid_query`)"))
             .resp(problem("404", "Unknown workflow (`workflow_not_found`)")),
         Route::StartRun => Op::new("startRun", "runs", "Start a run of the latest version")
             .header("Idempotency-Key", "The same key again returns the same run")
@@ -450,6 +499,38 @@ fn operation(route: Route, method: &Method) -> Op {
                 headers: Vec::new(),
             })
             .resp(problem("404", "Metrics are not configured on this server")),
+        Route::Dashboard => Op::new("dashboard", "dashboard", "The web dashboard's page")
+            .describe("Plain HTML; its script calls this API with the token the user enters (kept in the browser's local storage). Served with `ETag` (304 on `If-None-Match`), `Cache-Control: no-cache`, a strict `Content-Security-Policy`, `X-Content-Type-Options: nosniff` and `X-Frame-Options: DENY`.")
+            .resp(Resp {
+                status: "200",
+                description: "The page",
+                content: vec![("text/html", json!({"type": "string"}))],
+                headers: vec![("ETag", "A hash of the content"), ("Content-Security-Policy", "What the page may load")],
+            })
+            .resp(Resp {
+                status: "304",
+                description: "Not modified (`If-None-Match` matched the `ETag`)",
+                content: Vec::new(),
+                headers: vec![("ETag", "A hash of the content")],
+            }),
+        Route::DashboardAsset => Op::new("dashboardAsset", "dashboard", "The dashboard's script or style sheet")
+            .describe("`app.js` or `app.css`, with the same caching and security headers as the page.")
+            .resp(Resp {
+                status: "200",
+                description: "The file",
+                content: vec![
+                    ("text/javascript", json!({"type": "string"})),
+                    ("text/css", json!({"type": "string"})),
+                ],
+                headers: vec![("ETag", "A hash of the content")],
+            })
+            .resp(Resp {
+                status: "304",
+                description: "Not modified (`If-None-Match` matched the `ETag`)",
+                content: Vec::new(),
+                headers: vec![("ETag", "A hash of the content")],
+            })
+            .resp(problem("404", "No such asset (`route_not_found`)")),
     }
 }
 

@@ -72,6 +72,10 @@ pub enum Route {
     OpenApi,
     /// `GET /metrics`: Prometheus text format (no authentication).
     Metrics,
+    /// `GET /`: the web dashboard's page (no authentication; its API calls carry the token).
+    Dashboard,
+    /// `GET /assets/{file}`: the dashboard's script and style sheet (no authentication).
+    DashboardAsset,
 }
 
 /// Which health probe a `/health…` route answers.
@@ -138,6 +142,8 @@ impl Route {
         ("/health/ready", Route::Probe(ProbeKind::Ready)),
         ("/health/live", Route::Probe(ProbeKind::Live)),
         ("/health/startup", Route::Probe(ProbeKind::Startup)),
+        ("/", Route::Dashboard),
+        ("/assets/{file}", Route::DashboardAsset),
     ];
 
     /// The methods the route answers (besides `OPTIONS`, answered for every route).
@@ -159,7 +165,9 @@ impl Route {
             | Route::CompatExecution
             | Route::Probe(_)
             | Route::OpenApi
-            | Route::Metrics => GET,
+            | Route::Metrics
+            | Route::Dashboard
+            | Route::DashboardAsset => GET,
             Route::RunSocket | Route::WorkflowSocket | Route::CompatSocket => &[Method::GET],
         }
     }
@@ -181,9 +189,12 @@ impl Route {
     }
 
     /// Whether the route needs a bearer token when tokens are configured: every `/api` route
-    /// and every WebSocket; probes and `/metrics` stay open.
+    /// and every WebSocket; probes, `/metrics` and the dashboard's page and assets stay open.
     pub fn needs_auth(self) -> bool {
-        !matches!(self, Route::Probe(_) | Route::Metrics)
+        !matches!(
+            self,
+            Route::Probe(_) | Route::Metrics | Route::Dashboard | Route::DashboardAsset
+        )
     }
 
     /// The `Allow` header value.
@@ -244,6 +255,7 @@ impl Router {
                     "id" => "id",
                     "run_id" => "run_id",
                     "node_id" => "node_id",
+                    "file" => "file",
                     _ => "param",
                 };
                 (key, v.to_string())

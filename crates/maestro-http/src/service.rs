@@ -159,8 +159,11 @@ where
         Some(m) => m.route.needs_auth(),
         None => path.starts_with("/api") || path.starts_with("/ws/"),
     };
-    if protected && !authorized(ctx, &parts.headers) {
-        let detail = if parts.headers.contains_key(header::AUTHORIZATION) {
+    let websocket = matched.as_ref().is_some_and(|m| m.route.is_websocket());
+    if protected && !authorized(ctx, &parts.headers, websocket) {
+        let detail = if parts.headers.contains_key(header::AUTHORIZATION)
+            || (websocket && subprotocol_token(&parts.headers).is_some())
+        {
             "the bearer token is not valid"
         } else {
             "this route needs an `Authorization: Bearer <token>` header"
@@ -294,27 +297,58 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorized(ctx: &ApiContext, headers: &HeaderMap) -> bool {
+/// The subprotocol prefix that carries a token on a browser's WebSocket (browsers cannot set
+/// `Authorization` there): `maestro.bearer.<base64url without padding of the token>`, offered
+/// together with `maestro`, which the server then selects.
+const BEARER_SUBPROTOCOL: &str = "maestro.bearer.";
+
+/// The token of a `maestro.bearer.…` entry of `Sec-WebSocket-Protocol`, decoded (`Some` of an
+/// empty vector when the entry is there but does not decode, so it still counts as a wrong
+/// token). Never read from the query string: URLs end up in logs.
+fn subprotocol_token(headers: &HeaderMap) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(BEARER_SUBPROTOCOL))
+        .map(|encoded| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(encoded)
+                .unwrap_or_default()
+        })
+}
+
+/// Whether the request carries one of the configured tokens: as `Authorization: Bearer`, or,
+/// on a WebSocket route, as the `maestro.bearer.…` subprotocol.
+fn authorized(ctx: &ApiContext, headers: &HeaderMap, websocket: bool) -> bool {
     if ctx.config.api_tokens.is_empty() {
         return true;
     }
-    let Some(value) = headers
+    let from_header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-    else {
-        return false;
+        .and_then(|value| {
+            let mut parts = value.trim().splitn(2, ' ');
+            let scheme = parts.next().unwrap_or("");
+            let token = parts.next().unwrap_or("").trim();
+            (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty())
+                .then(|| token.as_bytes().to_vec())
+        });
+    let token = match from_header {
+        Some(t) => t,
+        None if websocket => match subprotocol_token(headers) {
+            Some(t) if !t.is_empty() => t,
+            _ => return false,
+        },
+        None => return false,
     };
-    let mut parts = value.trim().splitn(2, ' ');
-    let scheme = parts.next().unwrap_or("");
-    let token = parts.next().unwrap_or("").trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
-        return false;
-    }
     // Compare with every token (no early exit on a match), so timing says nothing either.
     ctx.config
         .api_tokens
         .iter()
-        .fold(false, |ok, t| same(t.as_bytes(), token.as_bytes()) | ok)
+        .fold(false, |ok, t| same(t.as_bytes(), &token) | ok)
 }
 
 fn allowed_origin<'a>(

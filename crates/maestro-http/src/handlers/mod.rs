@@ -1,6 +1,7 @@
 //! Route handlers, one module per resource, and the helpers they share (ids, queries, paging).
 
 mod compat;
+mod dashboard;
 mod graph;
 mod meta;
 mod probes;
@@ -49,6 +50,8 @@ pub(crate) async fn dispatch(
         Route::CompatSocket => ws::compat_socket(ctx, req).await,
         Route::OpenApi => Ok(meta::openapi()),
         Route::Metrics => meta::metrics(ctx),
+        Route::Dashboard => dashboard::page(req),
+        Route::DashboardAsset => dashboard::asset(req),
     }
 }
 

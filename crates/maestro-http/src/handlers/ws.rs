@@ -14,6 +14,8 @@
 //! and protocol pings with pongs; the server pings every `websocket_ping_interval` and closes
 //! with 1001 on shutdown. Admission: authentication happens before the upgrade (401), then the
 //! limits of `HttpConfig` (503 `too_many_websockets`), so a refused client never gets a socket.
+//! Browsers, which cannot set `Authorization` on a WebSocket, offer the subprotocols `maestro`
+//! and `maestro.bearer.<base64url(token)>`; the server checks the token and selects `maestro`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,6 +47,9 @@ const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 const BUFFER: usize = 256;
 /// How long one message may take to be written before the peer counts as gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The subprotocol the server selects when a client offers it (browsers, whose token rides
+/// along as `maestro.bearer.…`; see `service::BEARER_SUBPROTOCOL`).
+const SUBPROTOCOL: &str = "maestro";
 
 /// How events are written on a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,6 +255,14 @@ fn upgrade(
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    // A browser offers `maestro` (with its token as `maestro.bearer.…`) and fails the
+    // connection unless the server selects one of the offered protocols.
+    if has_token(&req.headers, header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL) {
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
     Ok(res)
 }
 

@@ -2,6 +2,8 @@
 //! engine with the built-in test executors; the tests talk HTTP to it.
 
 mod compat;
+mod dashboard;
+mod graph;
 mod layering;
 mod malformed;
 mod metrics;
