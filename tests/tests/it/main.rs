@@ -2,6 +2,8 @@
 
 mod api_docs;
 mod assets;
+mod cli;
+mod dashboard;
 mod drain;
 mod probes;
 mod security;
