@@ -62,7 +62,7 @@
 //! | `GET /api/v1/runs/{run_id}` | the run with every node of its pinned definition and `progress` |
 //! | `POST /api/v1/runs/{run_id}/cancel\|pause\|resume` · `…/retry` | 200 · 202 `{run_id, status, …}` |
 //! | `POST /api/v1/runs/{run_id}/nodes/{node_id}/approve\|reject` | `{output}` / `{reason}`, both optional |
-//! | `GET /api/v1/runs/{run_id}/events?after=&limit=` | `{events, next_after}`; with `Accept: text/event-stream` a live SSE stream (`id: <seq>`, `data: <event>`), resumable by `after` or `Last-Event-ID`, ending after the run's terminal event |
+//! | `GET /api/v1/runs/{run_id}/events?after=&limit=` | `{events, next_after}`; with `Accept: text/event-stream` a live SSE stream (`id: <seq>`, `data: <event>`), resumable by `after` or `Last-Event-ID`, ending after the run's terminal event (204 at once when resumed at or past a finished run's last event) |
 //! | `GET /api/v1/runs/{run_id}/ws[?after=SEQ]` | WebSocket: the run's events (one text message each, the event wire shape) from `after + 1` to its terminal event, then close 1000 |
 //! | `GET /api/v1/workflows/{id}/ws[?after=SEQ]` | WebSocket: the events of every run of the workflow as they happen (`after` replays the runs active at connect) |
 //! | `GET /api/v1/openapi.json` | the OpenAPI 3.1 document |

@@ -448,6 +448,12 @@ fn operation(route: Route, method: &Method) -> Op {
                 ],
                 headers: Vec::new(),
             })
+            .resp(Resp {
+                status: "204",
+                description: "SSE only: the run has ended and `after` (or `Last-Event-ID`) is at or past its last event, so nothing more will come (this also stops an `EventSource` from reconnecting)",
+                content: Vec::new(),
+                headers: Vec::new(),
+            })
             .resp(problem("404", "Unknown run (`run_not_found`)")),
         Route::RunSocket => websocket(
             Op::new("runWebSocket", "events", "WebSocket of one run's events")

@@ -65,9 +65,11 @@ fn every_example_of_the_api_guide_runs_against_a_server() {
         let block = block.replace("http://localhost:8003", &api);
         script.push_str(&format!("echo '--- example {k}' >&2\n{block}\n"));
     }
+    // Examples that write files (`> hello.svg`) write them into the test's scratch folder.
     let out = Command::new("bash")
         .arg("-c")
         .arg(&script)
+        .current_dir(&dir)
         .output()
         .unwrap();
     let _ = server.kill();

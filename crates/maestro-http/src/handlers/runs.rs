@@ -501,7 +501,13 @@ pub(super) async fn events(ctx: &ApiContext, req: &Req) -> Result<Response<Body>
     let after = query_u64(req, "after")?.unwrap_or(0);
     if super::sse::wants_stream(&req.headers) {
         let after = super::sse::resume_point(&req.headers, after)?;
-        snapshot(ctx, run_id).await?;
+        let snap = snapshot(ctx, run_id).await?;
+        if crate::follow::finished(snap.run.status, snap.last_seq, after) {
+            // Nothing more will come: 204 also tells an `EventSource` to stop reconnecting.
+            let mut res = Response::new(crate::body::empty());
+            *res.status_mut() = StatusCode::NO_CONTENT;
+            return Ok(res);
+        }
         return Ok(super::sse::stream(ctx, run_id, after));
     }
     let limit = query_u64(req, "limit")?.unwrap_or(ctx.config.default_page_size as u64 * 2);

@@ -201,7 +201,12 @@ pub(super) async fn graph(ctx: &ApiContext, req: &Req) -> Result<Response<Body>,
         ));
     }
     let r = record(ctx, req).await?;
-    let wf = ctx.compiled(&r)?;
+    // Drawing needs the structure only: a stored definition whose executors this server lacks
+    // (the SDLC templates without a team engine) still has a picture.
+    let wf = match ctx.compiled(&r) {
+        Ok(wf) => wf,
+        Err(_) => std::sync::Arc::new(Workflow::compile_ref(&r.definition, None)?),
+    };
     let def = &r.definition;
     Ok(match format {
         "dot" => text(

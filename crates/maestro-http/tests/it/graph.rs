@@ -372,3 +372,39 @@ async fn a_big_workflow_is_drawn_whole() {
     assert_eq!(layout.body["layers"], 50);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_stored_definition_with_executors_this_server_lacks_is_still_drawn() {
+    use std::sync::Arc;
+
+    use maestro_dag::{DefinitionStore, MemoryStore, WorkflowDefinition};
+    use maestro_http::HttpConfig;
+
+    // Stored behind the API's back (as the SDLC templates are at startup), with an executor
+    // the server has no registration for.
+    let store = Arc::new(MemoryStore::new());
+    let def: WorkflowDefinition = serde_json::from_value(json!({
+        "id": "elsewhere",
+        "nodes": [
+            {"id": "a", "executor": "team_engine_only"},
+            {"id": "b", "executor": "noop", "depends_on": ["a"]},
+        ]
+    }))
+    .unwrap();
+    store.put_definition(&def).await.unwrap();
+    let s = TestServer::start_with_store(HttpConfig::default(), store).await;
+
+    for format in ["svg", "layout", "dot", "mermaid", "json"] {
+        let res = s
+            .get(&format!(
+                "/api/v1/workflows/elsewhere/graph?format={format}"
+            ))
+            .await;
+        assert_eq!(res.status, 200, "{format}: {}", res.text);
+    }
+    let svg = s.get("/api/v1/workflows/elsewhere/graph?format=svg").await;
+    assert!(svg.text.contains(r#"data-executor="team_engine_only""#));
+    // Starting a run still needs the executor.
+    let res = s.post("/api/v1/workflows/elsewhere/runs", &json!({})).await;
+    assert!(res.status.is_client_error(), "{}", res.text);
+}

@@ -61,6 +61,20 @@ async fn a_live_stream_runs_from_the_first_event_to_the_last_without_gaps() {
         )
         .await;
     assert_eq!(seqs(&by_id), [5]);
+
+    // Resuming a finished run at (or past) its last event: nothing more will come, so the
+    // answer is 204 at once (which also stops an `EventSource` from reconnecting), not a
+    // stream of keep-alives.
+    let last = events.len().to_string();
+    let path = format!("/api/v1/runs/{run_id}/events");
+    let sse = ("accept", "text/event-stream");
+    for (path, headers) in [
+        (format!("{path}?after={last}"), vec![sse]),
+        (path.clone(), vec![sse, ("last-event-id", last.as_str())]),
+    ] {
+        let res = s.send(Method::GET, &path, &headers, "").await;
+        assert_eq!(res.status, 204, "{path} {headers:?}: {}", res.text);
+    }
 }
 
 #[tokio::test]
