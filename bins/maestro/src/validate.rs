@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use maestro_dag::{ParseError, ValidationError, Workflow, WorkflowDefinition};
+use maestro_dag::{ValidationError, Workflow, WorkflowDefinition};
 use serde_json::{Value, json};
 
 use crate::cli::{Output, ValidateArgs};
@@ -27,25 +27,8 @@ pub(crate) fn load(path: &Path) -> Result<(WorkflowDefinition, String), Failure>
     let text = read(path)?;
     let file = path.display().to_string();
     let definition = WorkflowDefinition::from_file_text(&file, &text)
-        .map_err(|e| Failure::new(exit::DATA, parse_diagnostic(&file, &e)))?;
+        .map_err(|e| Failure::new(exit::DATA, e.diagnostic(&file)))?;
     Ok((definition, text))
-}
-
-/// `FILE:LINE:COLUMN: field `path`: message`, with the parts that are known.
-fn parse_diagnostic(file: &str, e: &ParseError) -> String {
-    let mut out = file.to_string();
-    if let Some(line) = e.line {
-        out.push_str(&format!(":{line}"));
-        if let Some(column) = e.column {
-            out.push_str(&format!(":{column}"));
-        }
-    }
-    out.push_str(": ");
-    if !e.path.is_empty() && e.path != "." {
-        out.push_str(&format!("field `{}`: ", e.path));
-    }
-    out.push_str(&e.message);
-    out
 }
 
 /// Where a node is defined in the file's text: the line and column of its `id`, found by
@@ -192,7 +175,7 @@ mod tests {
         let text =
             "{\"id\": \"x\", \"nodes\": [{\"id\": \"a\", \"retry\": {\"max_attempts\": \"3\"}}]}";
         let e = WorkflowDefinition::from_file_text("wf.json", text).unwrap_err();
-        let d = parse_diagnostic("wf.json", &e);
+        let d = e.diagnostic("wf.json");
         assert!(
             d.starts_with("wf.json:1:") && d.contains("field `nodes[0].retry.max_attempts`"),
             "{d}"

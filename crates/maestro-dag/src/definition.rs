@@ -278,10 +278,22 @@ fn clean_path(path: String) -> String {
     if path == "." { String::new() } else { path }
 }
 
-fn strip_position(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
+/// Drops a trailing ` at line L column C` from a parser's message (the position is kept in
+/// the error's fields); other text with "at line" in it stays.
+fn strip_position(message: &str) -> String {
+    let Some(i) = message.rfind(" at line ") else {
+        return message.to_string();
+    };
+    let mut words = message[i + " at line ".len()..].split(' ');
+    let is_position = matches!(
+        (words.next(), words.next(), words.next(), words.next()),
+        (Some(l), Some("column"), Some(c), None)
+            if l.bytes().all(|b| b.is_ascii_digit()) && c.bytes().all(|b| b.is_ascii_digit())
+    );
+    if is_position {
+        message[..i].to_string()
+    } else {
+        message.to_string()
     }
 }
 
@@ -296,6 +308,26 @@ pub struct ParseError {
     pub path: String,
     /// What is wrong.
     pub message: String,
+}
+
+impl ParseError {
+    /// The error as a compiler-style diagnostic for `file`: `FILE:LINE:COLUMN: field `path`:
+    /// message`, with the parts that are known (what the CLIs print).
+    pub fn diagnostic(&self, file: &str) -> String {
+        let mut out = file.to_string();
+        if let Some(line) = self.line {
+            out.push_str(&format!(":{line}"));
+            if let Some(column) = self.column {
+                out.push_str(&format!(":{column}"));
+            }
+        }
+        out.push_str(": ");
+        if !self.path.is_empty() && self.path != "." {
+            out.push_str(&format!("field `{}`: ", self.path));
+        }
+        out.push_str(&self.message);
+        out
+    }
 }
 
 impl fmt::Display for ParseError {

@@ -725,3 +725,20 @@ fn error_messages_do_not_repeat_the_position() {
     }
     assert_eq!(json.message, yaml.message);
 }
+
+#[test]
+fn parse_errors_read_like_compiler_diagnostics() {
+    let check = |text: &str, want: &str| {
+        let e = WorkflowDefinition::from_file_text("wf.json", text).unwrap_err();
+        assert_eq!(e.diagnostic("wf.json"), want);
+    };
+    check(
+        "{\n  \"id\": \"x\",\n  \"nodes\": [\n}",
+        "wf.json:4:1: expected value",
+    );
+    check(
+        "{\"id\": \"x\", \"nodes\": [{\"id\": \"a\", \"retry\": {\"max_attempts\": \"3\"}}]}",
+        "wf.json:1:63: field `nodes[0].retry.max_attempts`: \
+         invalid type: string \"3\", expected u32",
+    );
+}
