@@ -11,7 +11,9 @@ use maestro_dag::{
 };
 use serde_json::{Value, json};
 
-use crate::support::{Harness, INLINE, NodeExt, Report, check, no_inputs, node, wait, workflow};
+use crate::support::{
+    Harness, INLINE, NOW, NodeExt, Report, SCRIPT, check, no_inputs, node, wait, workflow,
+};
 
 fn with_policy(
     mut def: maestro_dag::WorkflowDefinition,
@@ -964,4 +966,46 @@ async fn a_node_released_by_a_skip_at_the_start_runs_once() {
         assert_eq!(h.probe.executions("next"), 1, "{rule}");
         assert_eq!(report.node("next").attempt, 1, "{rule}");
     }
+}
+
+#[tokio::test]
+async fn synchronous_nodes_chain_within_a_turn_and_keep_every_invariant() {
+    // A long chain of nodes that finish synchronously, with asynchronous nodes and a retried
+    // failure in the middle: the driver settles runs of synchronous attempts before its write,
+    // and hands the others to tasks after it.
+    let h = Harness::new();
+    let n = 3000;
+    let nodes = (0..n)
+        .map(|i| {
+            let mut d = node(&format!("n{i}"));
+            if i > 0 {
+                d = d.after([format!("n{}", i - 1)]);
+            }
+            d.executor = Some(
+                match i % 500 {
+                    250 => SCRIPT,
+                    _ => NOW,
+                }
+                .into(),
+            );
+            if i == 1234 {
+                d = d
+                    .cfg(json!({"fail_attempts": 1}))
+                    .retries(maestro_dag::RetryPolicy {
+                        max_attempts: 2,
+                        initial_delay_ms: 1,
+                        ..maestro_dag::RetryPolicy::default()
+                    });
+            }
+            d
+        })
+        .collect();
+    let report = h.run(workflow("sync_chain", nodes), no_inputs()).await;
+    assert_eq!(report.run.status, RunStatus::Completed);
+    report.assert_invariants();
+    assert_eq!(h.probe.total_executions(), n + 1, "one retry");
+    assert_eq!(h.probe.executions("n1234"), 2);
+    // Each node's output carries the whole chain's sum: every dependency output was seen.
+    let last = report.node(&format!("n{}", n - 1));
+    assert_eq!(last.output.as_deref().unwrap()["value"], json!(n));
 }

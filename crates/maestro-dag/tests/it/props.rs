@@ -20,13 +20,15 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::json;
 
-use crate::support::{INLINE, NodeExt, Probe, Report, SCRIPT, node, registry, wait, workflow};
+use crate::support::{INLINE, NOW, NodeExt, Probe, Report, SCRIPT, node, registry, wait, workflow};
 
 #[derive(Debug, Clone)]
 struct NodeSpec {
     rule: TriggerRule,
     fails: bool,
     inline: bool,
+    /// Run by the synchronous form of the script (`execute_now`) when it does not yield.
+    now: bool,
     /// Times the executor yields before it finishes, so that attempts overlap.
     yields: u64,
     deps: Vec<usize>,
@@ -46,6 +48,7 @@ fn spec(rules: bool, failures: bool) -> impl Strategy<Value = Spec> {
         0..TriggerRule::ALL.len(),
         prop::bool::weighted(if failures { 0.3 } else { 0.0 }),
         any::<bool>(),
+        any::<bool>(),
         0u64..3,
         prop::collection::vec(prop::bool::weighted(0.35), MAX_NODES),
     );
@@ -58,7 +61,7 @@ fn spec(rules: bool, failures: bool) -> impl Strategy<Value = Spec> {
             nodes: raw
                 .into_iter()
                 .enumerate()
-                .map(|(i, (rule, fails, inline, yields, mask))| NodeSpec {
+                .map(|(i, (rule, fails, inline, now, yields, mask))| NodeSpec {
                     rule: if rules {
                         TriggerRule::ALL[rule].clone()
                     } else {
@@ -66,7 +69,9 @@ fn spec(rules: bool, failures: bool) -> impl Strategy<Value = Spec> {
                     },
                     fails,
                     inline,
-                    yields,
+                    // A synchronous node does not yield (otherwise it would go asynchronous).
+                    now,
+                    yields: if now { 0 } else { yields },
                     deps: (0..i).filter(|&j| mask[j]).collect(),
                 })
                 .collect(),
@@ -93,7 +98,16 @@ fn definition(spec: &Spec) -> WorkflowDefinition {
                 .after(n.deps.iter().map(|&j| id(j)))
                 .cfg(json!({"permanent": n.fails, "yields": n.yields}));
             d.trigger_rule = n.rule.clone();
-            d.executor = Some(if n.inline { INLINE } else { SCRIPT }.into());
+            d.executor = Some(
+                if n.now {
+                    NOW
+                } else if n.inline {
+                    INLINE
+                } else {
+                    SCRIPT
+                }
+                .into(),
+            );
             d
         })
         .collect();

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use maestro_dag::{
     CancellationToken, Engine, EngineConfig, Event, EventType, ExecutorRegistry, FnExecutor,
-    NodeContext, NodeDefinition, NodeError, NodeExecutor, NodeRecord, NodeStatus, NodeType,
-    RetryPolicy, RunHandle, RunOutcome, RunRecord, RunStatus, RunStore, StartOptions, TriggerRule,
-    Workflow, WorkflowDefinition,
+    NodeContext, NodeDefinition, NodeError, NodeExecutor, NodeInput, NodeRecord, NodeStatus,
+    NodeType, RetryPolicy, RunHandle, RunOutcome, RunRecord, RunStatus, RunStore, StartOptions,
+    TriggerRule, Workflow, WorkflowDefinition,
 };
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
@@ -20,6 +20,9 @@ use tokio::time::Instant;
 pub(crate) const SCRIPT: &str = "script";
 /// The key of the same scripted executor, polled inline on the run's task.
 pub(crate) const INLINE: &str = "inline";
+/// The key of the scripted executor's synchronous form (`execute_now`), for scripts that do
+/// not wait; a script that waits goes to its asynchronous form.
+pub(crate) const NOW: &str = "now";
 
 /// A node run by the scripted executor.
 pub(crate) fn node(id: &str) -> NodeDefinition {
@@ -269,6 +272,73 @@ impl Probe {
     }
 }
 
+impl Probe {
+    /// The script of [`Probe::execute`] without waiting, for the synchronous path; `None` when
+    /// the script waits (`gate`, `sleep_ms`, `yields`) or panics.
+    fn execute_now(&self, input: &NodeInput<'_>) -> Option<Result<Value, NodeError>> {
+        let cfg = input.node_config;
+        let waits = ["gate", "sleep_ms", "panic"].iter().any(|k| {
+            cfg.get(*k)
+                .is_some_and(|v| !v.is_null() && *v != json!(false))
+        }) || cfg.get("yields").and_then(Value::as_u64).unwrap_or(0) > 0;
+        if waits {
+            return None;
+        }
+        let id = input.node_id.to_string();
+        *lock(&self.executions).entry(id.clone()).or_default() += 1;
+        lock(&self.starts).push((id.clone(), input.attempt, Instant::now()));
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        let _running = Running(&self.running);
+        lock(&self.ends).push((id.clone(), Instant::now()));
+        let attempt = input.attempt;
+        if let Some(n) = cfg.get("fail_attempts").and_then(Value::as_u64)
+            && u64::from(attempt) <= n
+        {
+            return Some(Err(NodeError::new(format!(
+                "attempt {attempt} of {id} failed"
+            ))));
+        }
+        if cfg.get("fail") == Some(&Value::Bool(true)) {
+            return Some(Err(NodeError::new(format!("{id} failed"))));
+        }
+        if cfg.get("permanent") == Some(&Value::Bool(true)) {
+            return Some(Err(NodeError::permanent(format!("{id} failed for good"))));
+        }
+        if let Some(flag) = cfg.get("fail_if").and_then(Value::as_str)
+            && self.flag(flag)
+        {
+            return Some(Err(NodeError::permanent(format!(
+                "{id} failed: flag {flag} is set"
+            ))));
+        }
+        if let Some(out) = cfg.get("output") {
+            return Some(Ok(out.clone()));
+        }
+        let upstream: u64 = input
+            .dependency_outputs()
+            .filter_map(|(_, v)| v.get("value").and_then(Value::as_u64))
+            .sum();
+        Some(Ok(
+            json!({"node": id, "attempt": attempt, "value": 1 + upstream}),
+        ))
+    }
+}
+
+/// The scripted executor, synchronous where the script allows ([`NOW`]).
+struct ScriptNow(Arc<Probe>);
+
+#[async_trait::async_trait]
+impl NodeExecutor for ScriptNow {
+    async fn execute(&self, ctx: NodeContext) -> Result<Value, NodeError> {
+        self.0.clone().execute(ctx).await
+    }
+
+    fn execute_now(&self, input: &NodeInput<'_>) -> Option<Result<Value, NodeError>> {
+        self.0.execute_now(input)
+    }
+}
+
 /// The scripted executor over `probe`, spawned per attempt.
 pub(crate) fn script(probe: &Arc<Probe>) -> impl NodeExecutor + use<> {
     let probe = probe.clone();
@@ -286,6 +356,7 @@ pub(crate) fn registry(probe: &Arc<Probe>) -> ExecutorRegistry {
     ExecutorRegistry::new()
         .with(SCRIPT, script(probe))
         .with(INLINE, script_inline(probe))
+        .with(NOW, ScriptNow(probe.clone()))
         .with("phase", script(probe))
 }
 
