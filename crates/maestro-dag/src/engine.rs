@@ -9,7 +9,13 @@
 //! 4. only then acts on them: launches attempts and broadcasts the events, in sequence order.
 //!
 //! So nothing is acted on before it is durable, the event log is gap-free by construction, and
-//! a fan-out of ten thousand nodes costs one store write, not ten thousand.
+//! a fan-out of ten thousand nodes costs a few store writes, not ten thousand.
+//!
+//! One exception, for speed: attempts whose executor finishes synchronously
+//! ([`NodeExecutor::execute_now`](crate::NodeExecutor::execute_now), pure in-process work) are
+//! settled before the turn's write, together with the nodes they make ready, up to a thousand
+//! events a turn. Such an attempt may run before its `node_started` is stored; after a crash
+//! before the write it runs again (at-least-once), and nothing stored as completed runs twice.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};

@@ -31,7 +31,10 @@ pub trait NodeExecutor: Send + Sync + 'static {
     /// A synchronous fast path: an executor whose work is trivial (no I/O, no waiting) may
     /// return the result here from a borrowed view of the input, and the engine then builds no
     /// context, future or task for the attempt. `None` (the default) means "call
-    /// [`NodeExecutor::execute`]". Not used for nodes with a timeout.
+    /// [`NodeExecutor::execute`]". Not used for nodes with a timeout. Returning `None` must have
+    /// no side effect. The engine may settle several such attempts before it writes their
+    /// `node_started` (one write for many), so an attempt here may run again after a crash:
+    /// keep it pure, or idempotent.
     fn execute_now(&self, input: &NodeInput<'_>) -> Option<Result<Value, NodeError>> {
         let _ = input;
         None

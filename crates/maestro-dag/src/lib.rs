@@ -15,7 +15,9 @@
 //!   reports every problem at once, each with a stable [`ValidationCode`].
 //! - **Stored before acted on.** The engine writes every transition of a run through the store,
 //!   in one batch per turn, before it starts an attempt or broadcasts an event; a run can
-//!   therefore be resumed from the store with [`Engine::recover`].
+//!   therefore be resumed from the store with [`Engine::recover`]. (Attempts that finish
+//!   synchronously, [`NodeExecutor::execute_now`], are settled before the write of their turn:
+//!   at-least-once still holds, and nothing stored as completed runs again.)
 //!
 //! # A quick tour
 //!
