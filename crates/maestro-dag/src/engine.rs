@@ -12,7 +12,7 @@
 //! a fan-out of ten thousand nodes costs a few store writes, not ten thousand.
 //!
 //! One exception, for speed: attempts whose executor finishes synchronously
-//! ([`NodeExecutor::execute_now`](crate::NodeExecutor::execute_now), pure in-process work) are
+//! ([`NodeExecutor::execute_now`], pure in-process work) are
 //! settled before the turn's write, together with the nodes they make ready, up to a thousand
 //! events a turn. Such an attempt may run before its `node_started` is stored; after a crash
 //! before the write it runs again (at-least-once), and nothing stored as completed runs twice.
