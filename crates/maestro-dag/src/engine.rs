@@ -223,6 +223,9 @@ struct Control {
     tx: mpsc::UnboundedSender<(Command, Reply)>,
     done: watch::Receiver<Option<RunOutcome>>,
     workflow: Arc<Workflow>,
+    /// Cancelled by [`Engine::stop`] and [`Engine::shutdown`], so that a driver waiting out a
+    /// store outage stops at once instead of after its backoff.
+    halt: CancellationToken,
 }
 
 struct Inner {
@@ -397,10 +400,11 @@ impl Engine {
         let control = self
             .lock_runs()
             .get(run_id)
-            .map(|c| (c.tx.clone(), c.done.clone()));
-        let Some((tx, mut done)) = control else {
+            .map(|c| (c.tx.clone(), c.done.clone(), c.halt.clone()));
+        let Some((tx, mut done, halt)) = control else {
             return false;
         };
+        halt.cancel();
         let (reply, _answer) = oneshot::channel();
         let _ = tx.send((Command::Shutdown, reply));
         while done.borrow_and_update().is_none() {
@@ -509,6 +513,7 @@ impl Engine {
                 tx,
                 done: done_rx.clone(),
                 workflow: driver.wf.clone(),
+                halt: driver.halt.clone(),
             },
         );
         driver.commands = Some(rx);
@@ -599,7 +604,10 @@ impl Engine {
         let controls: Vec<_> = self
             .lock_runs()
             .values()
-            .map(|c| (c.tx.clone(), c.done.clone()))
+            .map(|c| {
+                c.halt.cancel();
+                (c.tx.clone(), c.done.clone())
+            })
             .collect();
         for (tx, mut done) in controls {
             let (reply, _answer) = oneshot::channel();
@@ -836,6 +844,8 @@ struct Driver {
     /// A node failed and the policy is fail_fast: start nothing new.
     stopping: bool,
     cancel: CancellationToken,
+    /// Cancelled when the engine stops driving this run (see [`Control::halt`]).
+    halt: CancellationToken,
     commands: Option<CommandRx>,
     // The batch being built this turn.
     dirty: Vec<u32>,
@@ -894,6 +904,7 @@ impl Driver {
             in_flight: 0,
             stopping: false,
             cancel: CancellationToken::new(),
+            halt: CancellationToken::new(),
             commands: None,
             dirty: Vec::new(),
             events: Vec::new(),
@@ -1714,16 +1725,34 @@ impl Driver {
         };
         let mut delay = Duration::from_millis(50);
         loop {
-            let store = &self.engine.inner.store;
+            let store = self.engine.inner.store.clone();
             let written = match store.write_now(&mut batch) {
                 Some(result) => result,
-                None => store.write(&mut batch).await,
+                None => {
+                    tokio::select! {
+                        written = store.write(&mut batch) => written,
+                        // Stopped while the store hangs: the write may or may not land, as
+                        // after a crash; whoever resumes the run reads what did.
+                        () = self.halt.cancelled() => {
+                            self.abandon();
+                            return Flow::Stop(Some("stopped while writing".into()));
+                        }
+                    }
+                }
             };
             match written {
                 Ok(()) => break,
                 Err(e) if e.is_transient() => {
                     warn!(run_id = %self.run_id, error = %e, "store write failed; retrying");
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        // Stopped (its lease lost, or the replica draining) while the store is
+                        // out: stop now, not after the backoff.
+                        () = self.halt.cancelled() => {
+                            self.abandon();
+                            return Flow::Stop(Some("stopped while the store was unavailable".into()));
+                        }
+                    }
                     delay = (delay * 2).min(self.engine.inner.config.store_retry_max);
                 }
                 Err(e) => {

@@ -496,6 +496,10 @@ impl MemoryStore {
             }
             rec.finished_at = patch.finished_at;
             rec.error.clone_from(&patch.error);
+            if patch.status.is_terminal() {
+                // The run ended: its lease goes with the same write (the epoch stays).
+                entry.lease = None;
+            }
         }
         if !batch.nodes.is_empty() {
             for row in batch.nodes.drain(..) {

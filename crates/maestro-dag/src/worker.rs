@@ -272,6 +272,8 @@ impl Worker {
         workflow: Arc<Workflow>,
         run_id: &str,
     ) -> Result<RunHandle, EngineError> {
+        // Under the adoption lock, so that a poll never sees the lease before the driver runs.
+        let _one = self.adopting.lock().await;
         let lease = self
             .leases
             .claim_run(run_id, &self.config.owner, self.config.lease_ttl)
@@ -317,7 +319,12 @@ impl Worker {
             .last_poll
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = std::time::Instant::now();
-        self.release_finished().await;
+        {
+            // A lease is held before its driver is registered (`adopt`): under the adoption
+            // lock, no run is between the two, so "held but not driven" means it ended.
+            let _one = self.adopting.lock().await;
+            self.release_finished().await;
+        }
         if !self.claiming.load(std::sync::atomic::Ordering::SeqCst) {
             return 0;
         }
@@ -358,9 +365,15 @@ impl Worker {
             };
             let _one = self.adopting.lock().await;
             if self.engine.is_driving(&run_id) {
-                // Started here meanwhile (its own claim came after this one): that driver, with
-                // the newer epoch, keeps the run; this older lease is dropped.
-                continue;
+                let held = self.lock().get(&run_id).map(|l| l.epoch);
+                if held.is_some_and(|epoch| epoch >= lease.epoch) {
+                    // Started here meanwhile (its own claim came after this one): that driver,
+                    // with the newer epoch, keeps the run; this older lease is dropped.
+                    continue;
+                }
+                // A driver left over from a lease this replica lost (still stopping): the new
+                // claim has fenced it anyway. Stop it, and drive the run under the new lease.
+                self.engine.stop(&run_id).await;
             }
             info!(run_id = %run_id, epoch = lease.epoch, "took over a run");
             match self.adopt(workflow, lease).await {
@@ -413,8 +426,13 @@ impl Worker {
             }
         }
         for id in lost {
+            if !self.engine.is_driving(&id) {
+                continue; // It ended here; its terminal write let the lease go.
+            }
             warn!(run_id = %id, "lost the lease of a run; stopping it here");
-            self.engine.stop(&id).await;
+            // Not awaited here: renewing and polling go on while the driver stops.
+            let engine = self.engine.clone();
+            tokio::spawn(async move { engine.stop(&id).await });
         }
     }
 

@@ -8,7 +8,7 @@
 //! | `dag_node_executions_total` | counter | `node_type`, `status` | `node_completed` / `node_failed` / `node_skipped` |
 //! | `dag_node_execution_duration_seconds` | histogram (0.1 s … 600 s) | `node_type` | `node_started` → end of that attempt |
 //! | `dag_node_retries_total` | counter | `node_type` | `node_retry` |
-//! | `dag_active_workflows` · `dag_active_nodes` | gauges | | runs and attempts in flight |
+//! | `dag_active_workflows` · `dag_active_nodes` | gauges | | runs driven and attempts executing on this replica, read from the engine at scrape time |
 //! | `dag_api_requests_total` | counter | `method`, `endpoint`, `status_code` | every request ([`RequestObserver`]) |
 //! | `dag_api_request_duration_seconds` | histogram (5 ms … 10 s) | `method`, `endpoint` | every request |
 //! | `dag_websocket_connections` | gauge | | open WebSockets, read at scrape time |
@@ -256,6 +256,12 @@ impl Metrics {
         let _g = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
         self.websockets
             .set(i64::try_from(ctx.open_websockets()).unwrap_or(i64::MAX));
+        // Read from the engine, not counted from events: a run this replica lost (or resumed
+        // from another) has no matching start or end event here.
+        self.active_workflows
+            .set(i64::try_from(ctx.engine.active_runs().len()).unwrap_or(i64::MAX));
+        self.active_nodes
+            .set(i64::try_from(ctx.engine.executing()).unwrap_or(i64::MAX));
         if let Some(worker) = &ctx.worker {
             let seen = self.takeovers.get();
             self.takeovers
@@ -314,8 +320,7 @@ impl Metrics {
         match e.kind {
             EventType::WorkflowStarted => {
                 // A run restarted by a retry was counted as ended; one already active is not.
-                let fresh = state.runs.insert(e.run_id.clone(), e.timestamp).is_none();
-                self.active_workflows.inc_by(i64::from(fresh));
+                state.runs.insert(e.run_id.clone(), e.timestamp);
             }
             k if k.is_terminal() => {
                 let status = match k {
@@ -331,7 +336,6 @@ impl Metrics {
                     })
                     .inc();
                 if let Some(secs) = since(state.runs.remove(&e.run_id)) {
-                    self.active_workflows.dec();
                     self.workflow_duration
                         .get_or_create(&WorkflowName {
                             workflow_name: name,
@@ -339,16 +343,12 @@ impl Metrics {
                         .observe(secs);
                 }
                 // Attempts a cancellation stopped end with the run.
-                let before = state.attempts.len();
                 state.attempts.retain(|(run, _), _| *run != e.run_id);
-                let ended = (before - state.attempts.len()) as i64;
-                self.active_nodes.dec_by(ended);
                 state.executors.remove(&e.run_id);
             }
             EventType::NodeStarted => {
                 let key = (e.run_id.clone(), node_key(e));
-                let fresh = state.attempts.insert(key, e.timestamp).is_none();
-                self.active_nodes.inc_by(i64::from(fresh));
+                state.attempts.insert(key, e.timestamp);
             }
             EventType::NodeCompleted | EventType::NodeFailed | EventType::NodeRetry => {
                 let started = state.attempts.remove(&(e.run_id.clone(), node_key(e)));
@@ -356,7 +356,6 @@ impl Metrics {
                     node_type: node_type.clone(),
                 };
                 if let Some(secs) = since(started) {
-                    self.active_nodes.dec();
                     self.node_duration.get_or_create(&label).observe(secs);
                 }
                 match e.kind {

@@ -340,7 +340,12 @@ WITH r AS (
         status      = CASE WHEN $5 THEN $6 ELSE status END,
         started_at  = CASE WHEN $5 THEN COALESCE(started_at, $7) ELSE started_at END,
         finished_at = CASE WHEN $5 THEN $8 ELSE finished_at END,
-        error       = CASE WHEN $5 THEN $9 ELSE error END
+        error       = CASE WHEN $5 THEN $9 ELSE error END,
+        -- A run that ends lets its lease go in the same write (the epoch stays, for fencing).
+        lease_owner = CASE WHEN $5 AND $6 IN ('completed', 'failed', 'cancelled')
+                           THEN NULL ELSE lease_owner END,
+        lease_expires_at = CASE WHEN $5 AND $6 IN ('completed', 'failed', 'cancelled')
+                           THEN NULL ELSE lease_expires_at END
     WHERE run_id = $1 AND epoch <= $2 AND ($3 = 0 OR last_seq = $4 - 1)
     RETURNING id
 ), n AS (

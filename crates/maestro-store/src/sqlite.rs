@@ -527,17 +527,23 @@ fn apply(c: &mut SqliteConnection, b: &WriteBatch) -> Result<Result<(), StoreErr
     let new_last = h.last_seq + events.len() as i64;
     match &b.run {
         Some(p) => {
-            sql_query(
+            // A run that ends lets its lease go in the same write (the epoch stays, for fencing).
+            let sql = if p.status.is_terminal() {
                 "UPDATE runs SET last_seq = ?, status = ?, started_at = COALESCE(started_at, ?), \
-                 finished_at = ?, error = ? WHERE id = ?",
-            )
-            .bind::<BigInt, _>(new_last)
-            .bind::<Text, _>(p.status.as_str())
-            .bind::<Nullable<Text>, _>(p.started_at.map(ts_text))
-            .bind::<Nullable<Text>, _>(p.finished_at.map(ts_text))
-            .bind::<Nullable<Text>, _>(p.error.as_deref())
-            .bind::<BigInt, _>(h.id)
-            .execute(c)?;
+                 finished_at = ?, error = ?, lease_owner = NULL, lease_expires_at = NULL \
+                 WHERE id = ?"
+            } else {
+                "UPDATE runs SET last_seq = ?, status = ?, started_at = COALESCE(started_at, ?), \
+                 finished_at = ?, error = ? WHERE id = ?"
+            };
+            sql_query(sql)
+                .bind::<BigInt, _>(new_last)
+                .bind::<Text, _>(p.status.as_str())
+                .bind::<Nullable<Text>, _>(p.started_at.map(ts_text))
+                .bind::<Nullable<Text>, _>(p.finished_at.map(ts_text))
+                .bind::<Nullable<Text>, _>(p.error.as_deref())
+                .bind::<BigInt, _>(h.id)
+                .execute(c)?;
         }
         None if !events.is_empty() => {
             sql_query("UPDATE runs SET last_seq = ? WHERE id = ?")

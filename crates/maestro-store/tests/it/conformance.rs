@@ -610,6 +610,42 @@ pub(crate) async fn stale_epoch_is_fenced(s: Arc<dyn Store>) {
     assert_eq!(s.load_run("r1").await.unwrap().unwrap().last_seq, 2);
 }
 
+pub(crate) async fn a_run_that_ends_lets_its_lease_go(s: Arc<dyn Store>) {
+    s.create_run(new_run("r1", "wf", None)).await.unwrap();
+    let a = s.claim_run("r1", "replica-a", TTL).await.unwrap().unwrap();
+    let patch = |status| RunPatch {
+        status,
+        started_at: None,
+        finished_at: None,
+        error: None,
+    };
+    // A write that does not end the run keeps the lease.
+    let mut b = batch("r1", a.epoch, vec![running("a", 1)], vec![]);
+    b.run = Some(patch(RunStatus::Running));
+    s.write(&mut b).await.unwrap();
+    assert_eq!(
+        s.lease("r1").await.unwrap().map(|l| l.owner),
+        Some("replica-a".into())
+    );
+    // The write that ends it lets the lease go at once (a replica killed right after it leaves
+    // no lease behind), and the epoch stays, so a later claim fences the old owner.
+    let mut b = batch("r1", a.epoch, vec![], vec![]);
+    b.run = Some(patch(RunStatus::Completed));
+    s.write(&mut b).await.unwrap();
+    assert_eq!(s.lease("r1").await.unwrap(), None);
+    // A retry claims it again with a newer epoch; the old owner's writes are refused.
+    let again = s.claim_run("r1", "replica-b", TTL).await.unwrap().unwrap();
+    assert_eq!(again.epoch, a.epoch + 1);
+    let r = s.write(&mut batch("r1", a.epoch, vec![], vec![])).await;
+    assert!(matches!(r, Err(StoreError::Fenced { .. })), "{r:?}");
+    // Releasing the old lease changes nothing.
+    s.release(&a).await.unwrap();
+    assert_eq!(
+        s.lease("r1").await.unwrap().map(|l| (l.owner, l.epoch)),
+        Some(("replica-b".into(), again.epoch))
+    );
+}
+
 pub(crate) async fn concurrent_claimers_never_share_a_run(s: Arc<dyn Store>) {
     const RUNS: usize = 40;
     for i in 0..RUNS {

@@ -31,6 +31,7 @@ macro_rules! suite {
             events_page_by_sequence: crate::conformance::events_page_by_sequence,
             list_runs_filters_newest_first: crate::conformance::list_runs_filters_newest_first,
             stale_epoch_is_fenced: crate::conformance::stale_epoch_is_fenced,
+            a_run_that_ends_lets_its_lease_go: crate::conformance::a_run_that_ends_lets_its_lease_go,
             concurrent_claimers_never_share_a_run: crate::conformance::concurrent_claimers_never_share_a_run,
             expired_lease_is_taken_over: crate::conformance::expired_lease_is_taken_over,
             renew_release_and_claim_run: crate::conformance::renew_release_and_claim_run,
