@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Server, free_port, root};
+use crate::support::{Server, free_port, root, team_engine};
 
 /// Builds the `maestro` binary once per test process (never a stale one) and returns its path.
 fn cli_binary() -> &'static Path {
@@ -115,45 +115,6 @@ fn maestro_env(server: Option<&Server>, env: &[(&str, &str)], args: &[&str]) -> 
 
 fn maestro(server: &Server, args: &[&str]) -> Outcome {
     maestro_env(Some(server), &[], args)
-}
-
-/// A stand-in team engine: every phase completes with `{"approved": true}`. Its base URL.
-fn team_engine() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                // The head, then as many body bytes as it declares.
-                let complete = |seen: &[u8]| {
-                    let end = seen.windows(4).position(|w| w == b"\r\n\r\n")?;
-                    let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .map_or(0, |v| v.trim().parse().unwrap_or(0));
-                    (seen.len() >= end + 4 + len).then_some(())
-                };
-                while complete(&seen).is_none() {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let body = json!({"status": "completed", "output": {"approved": true},
-                    "artifacts": [], "execution_time": 0.01})
-                .to_string();
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            });
-        }
-    });
-    url
 }
 
 /// A scratch folder for definition files, removed at the end.

@@ -2,67 +2,12 @@
 //! PostgreSQL when `MAESTRO_TEST_DATABASE_URL` is set), driven over HTTP like a client would.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{PgDatabase, Response, Server};
-
-/// A stand-in team engine: answers every phase with a completed result. Returns its base URL.
-fn fake_team_engine() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                // Read the head and the declared body, then answer.
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let mut expected = None;
-                loop {
-                    let Ok(n) = stream.read(&mut chunk) else {
-                        return;
-                    };
-                    if n == 0 {
-                        break;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if expected.is_none()
-                        && let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n")
-                    {
-                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                        let len = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        expected = Some(end + 4 + len);
-                    }
-                    if expected.is_some_and(|e| buf.len() >= e) {
-                        break;
-                    }
-                }
-                let body = json!({
-                    "status": "completed",
-                    "output": {"approved": true},
-                    "artifacts": [],
-                    "contracts": [],
-                    "execution_time": 0.01,
-                    "personas_executed": ["e2e"]
-                })
-                .to_string();
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes());
-            });
-        }
-    });
-    format!("http://{addr}")
-}
+use crate::support::{PgDatabase, Response, Server, team_engine};
 
 pub(crate) fn definition(id: &str, sleep_ms: u64) -> Value {
     json!({
@@ -222,7 +167,7 @@ fn exercise(server: &Server) {
 
 #[test]
 fn the_server_on_sqlite_serves_the_api_and_drains_on_sigterm() {
-    let team = fake_team_engine();
+    let team = team_engine();
     let server = Server::sqlite(&[("MAESTRO_TEAM_ENGINE_URL", &team)]);
     exercise(&server);
     let live = server.request("GET", "/health/live", None);
@@ -248,7 +193,7 @@ fn the_server_on_postgres_serves_the_api() {
     let Some(db) = PgDatabase::create() else {
         return;
     };
-    let team = fake_team_engine();
+    let team = team_engine();
     let server = Server::start(&db.url, &[("MAESTRO_TEAM_ENGINE_URL", &team)]);
     exercise(&server);
     assert!(server.terminate().success());

@@ -423,3 +423,70 @@ impl Drop for PgDatabase {
             .output();
     }
 }
+
+impl Server {
+    /// The process id, for signals such as `kill -STOP` and `kill -CONT`.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL now (no drain, no lease release), then reaps the process.
+    pub(crate) fn sigkill(&mut self) -> ExitStatus {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap the killed server")
+    }
+}
+
+/// Reads one HTTP/1.1 request from `stream`: the head, then as many body bytes as its
+/// `Content-Length` declares. `None` when the peer goes away first.
+pub(crate) fn read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap_or(0));
+            if seen.len() >= end + 4 + len {
+                return Some(seen);
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// A stand-in team engine (`MAESTRO_TEAM_ENGINE_URL`) on a free port: every phase it is asked
+/// to run completes at once with `{"approved": true}`. Returns its base URL.
+pub(crate) fn team_engine() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                if read_request(&mut stream).is_none() {
+                    return;
+                }
+                let body = serde_json::json!({
+                    "status": "completed",
+                    "output": {"approved": true},
+                    "artifacts": [],
+                    "contracts": [],
+                    "execution_time": 0.01,
+                    "personas_executed": ["e2e"]
+                })
+                .to_string();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    url
+}
