@@ -219,6 +219,28 @@ enum Command {
     Shutdown,
 }
 
+/// Stops one driver ([`Engine::stopper`]).
+#[derive(Debug)]
+pub struct RunStopper {
+    tx: mpsc::UnboundedSender<(Command, Reply)>,
+    done: watch::Receiver<Option<RunOutcome>>,
+    halt: CancellationToken,
+}
+
+impl RunStopper {
+    /// Stops the driver (see [`Engine::stop`]) and waits until it has.
+    pub async fn stop(mut self) {
+        self.halt.cancel();
+        let (reply, _answer) = oneshot::channel();
+        let _ = self.tx.send((Command::Shutdown, reply));
+        while self.done.borrow_and_update().is_none() {
+            if self.done.changed().await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
 struct Control {
     tx: mpsc::UnboundedSender<(Command, Reply)>,
     done: watch::Receiver<Option<RunOutcome>>,
@@ -397,22 +419,24 @@ impl Engine {
     /// replica hands it over): running attempts are cancelled and will run again wherever the
     /// run is recovered. False when this engine was not driving it.
     pub async fn stop(&self, run_id: &str) -> bool {
-        let control = self
-            .lock_runs()
-            .get(run_id)
-            .map(|c| (c.tx.clone(), c.done.clone(), c.halt.clone()));
-        let Some((tx, mut done, halt)) = control else {
-            return false;
-        };
-        halt.cancel();
-        let (reply, _answer) = oneshot::channel();
-        let _ = tx.send((Command::Shutdown, reply));
-        while done.borrow_and_update().is_none() {
-            if done.changed().await.is_err() {
-                break;
+        match self.stopper(run_id) {
+            Some(stopper) => {
+                stopper.stop().await;
+                true
             }
+            None => false,
         }
-        true
+    }
+
+    /// A handle that stops the driver running `run_id` now, and only that driver: stopping it
+    /// later never touches a driver started for the same run afterwards. `None` when this
+    /// engine is not driving the run.
+    pub fn stopper(&self, run_id: &str) -> Option<RunStopper> {
+        self.lock_runs().get(run_id).map(|c| RunStopper {
+            tx: c.tx.clone(),
+            done: c.done.clone(),
+            halt: c.halt.clone(),
+        })
     }
 
     /// Whether this engine is driving the run.
@@ -1725,20 +1749,12 @@ impl Driver {
         };
         let mut delay = Duration::from_millis(50);
         loop {
-            let store = self.engine.inner.store.clone();
+            let store = &self.engine.inner.store;
             let written = match store.write_now(&mut batch) {
                 Some(result) => result,
-                None => {
-                    tokio::select! {
-                        written = store.write(&mut batch) => written,
-                        // Stopped while the store hangs: the write may or may not land, as
-                        // after a crash; whoever resumes the run reads what did.
-                        () = self.halt.cancelled() => {
-                            self.abandon();
-                            return Flow::Stop(Some("stopped while writing".into()));
-                        }
-                    }
-                }
+                // A write under way always finishes (a drain must not lose a healthy write);
+                // only the wait before a retry gives way to a stop.
+                None => store.write(&mut batch).await,
             };
             match written {
                 Ok(()) => break,
@@ -1884,10 +1900,10 @@ impl Driver {
             else {
                 continue;
             };
-            self.add_in_flight(1);
             let Some(executor) = self.executor_for(node as usize) else {
-                unreachable!("try_now settles attempts without an executor");
+                continue; // `try_now` settled it (no executor: a failed attempt).
             };
+            self.add_in_flight(1);
             let timeout = self.wf.nodes[node as usize]
                 .timeout_ms
                 .map(|t| Duration::from_millis(t.get()));

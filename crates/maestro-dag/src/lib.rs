@@ -173,7 +173,9 @@ pub use definition::{
     FailurePolicy, NodeDefinition, NodeType, ParseError, RetryPolicy, TriggerRule,
     WorkflowDefinition,
 };
-pub use engine::{Engine, EngineConfig, EngineError, RunHandle, RunOutcome, StartOptions};
+pub use engine::{
+    Engine, EngineConfig, EngineError, RunHandle, RunOutcome, RunStopper, StartOptions,
+};
 pub use event::{Event, EventData, EventType};
 pub use executor::{
     ExecutorRegistry, FnExecutor, NodeContext, NodeError, NodeExecutor, NodeInput, artifacts_of,

@@ -745,8 +745,17 @@ impl From<Event> for StoredEvent {
     fn from(e: Event) -> Self {
         let d = e.data;
         let counts = compact_count(d.attempt).and_then(|a| Ok((a, compact_count(d.max_attempts)?)));
-        let plain =
-            d.error.is_none() && d.delay_ms.is_none() && d.reason.is_none() && d.extra.is_empty();
+        // Every field named, so that a new one cannot be dropped here unnoticed.
+        let crate::event::EventData {
+            attempt: _,
+            max_attempts: _,
+            output: _,
+            error,
+            delay_ms,
+            reason,
+            extra,
+        } = &d;
+        let plain = error.is_none() && delay_ms.is_none() && reason.is_none() && extra.is_empty();
         let (output, rest, attempt, max_attempts) = match counts {
             Ok((attempt, max_attempts)) if plain => (d.output, None, attempt, max_attempts),
             _ => (None, Some(Box::new(d)), None, None),

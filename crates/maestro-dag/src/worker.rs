@@ -371,9 +371,17 @@ impl Worker {
                     // with the newer epoch, keeps the run; this older lease is dropped.
                     continue;
                 }
-                // A driver left over from a lease this replica lost (still stopping): the new
-                // claim has fenced it anyway. Stop it, and drive the run under the new lease.
-                self.engine.stop(&run_id).await;
+                // A driver left over from a lease this replica lost, still stopping: the new
+                // claim has fenced it anyway. Let it stop without waiting for it (renewals and
+                // other runs must not wait), give the lease back, and take the run on at a later
+                // poll, once the old driver is gone.
+                if let Some(stopper) = self.engine.stopper(&run_id) {
+                    tokio::spawn(stopper.stop());
+                }
+                if let Err(e) = self.leases.release(&lease).await {
+                    warn!(run_id = %run_id, error = %e, "could not release a lease; it will expire");
+                }
+                continue;
             }
             info!(run_id = %run_id, epoch = lease.epoch, "took over a run");
             match self.adopt(workflow, lease).await {
@@ -426,13 +434,13 @@ impl Worker {
             }
         }
         for id in lost {
-            if !self.engine.is_driving(&id) {
+            // Taken now, so a late stop never reaches a driver started for the run afterwards.
+            let Some(stopper) = self.engine.stopper(&id) else {
                 continue; // It ended here; its terminal write let the lease go.
-            }
+            };
             warn!(run_id = %id, "lost the lease of a run; stopping it here");
             // Not awaited here: renewing and polling go on while the driver stops.
-            let engine = self.engine.clone();
-            tokio::spawn(async move { engine.stop(&id).await });
+            tokio::spawn(stopper.stop());
         }
     }
 
