@@ -37,6 +37,8 @@ pub struct ApiContext {
     pub(crate) streams: CancellationToken,
     /// Open WebSockets, for the limits.
     pub(crate) sockets: SocketLimits,
+    /// Laid-out graphs, by content.
+    pub(crate) drawings: Drawings,
 }
 
 impl std::fmt::Debug for ApiContext {
@@ -65,6 +67,7 @@ impl ApiContext {
             metrics: None,
             streams: CancellationToken::new(),
             sockets: SocketLimits::default(),
+            drawings: Drawings::new(),
         }
     }
 
@@ -215,5 +218,80 @@ impl WorkflowCache {
     /// Whether the cache is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Laid-out graphs by content hash, as SVG and as coordinates: laying a big DAG out takes a
+/// while, and the dashboard asks for the same picture on every page of a workflow and its runs.
+/// At most [`Drawings::LAYOUTS_AT_ONCE`] layouts run at a time, on the blocking pool.
+#[derive(Debug, Clone)]
+pub(crate) struct Drawings {
+    svg: Arc<Mutex<HashMap<String, Arc<str>>>>,
+    layout: Arc<Mutex<HashMap<String, Arc<serde_json::Value>>>>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl Drawings {
+    /// Drawings kept of each kind (a full cache is emptied).
+    const CAPACITY: usize = 64;
+    /// Layouts computed at once.
+    const LAYOUTS_AT_ONCE: usize = 2;
+
+    fn new() -> Self {
+        Self {
+            svg: Arc::default(),
+            layout: Arc::default(),
+            permits: Arc::new(tokio::sync::Semaphore::new(Self::LAYOUTS_AT_ONCE)),
+        }
+    }
+
+    /// The SVG of `content_hash`, from the cache or drawn by `draw`.
+    pub(crate) async fn svg(
+        &self,
+        content_hash: &str,
+        draw: impl FnOnce() -> Arc<str> + Send + 'static,
+    ) -> Result<Arc<str>, ApiError> {
+        self.cached(&self.svg, content_hash, draw).await
+    }
+
+    /// The coordinates of `content_hash`, from the cache or computed by `draw`.
+    pub(crate) async fn layout(
+        &self,
+        content_hash: &str,
+        draw: impl FnOnce() -> Arc<serde_json::Value> + Send + 'static,
+    ) -> Result<Arc<serde_json::Value>, ApiError> {
+        self.cached(&self.layout, content_hash, draw).await
+    }
+
+    async fn cached<T: Clone + Send + 'static>(
+        &self,
+        map: &Mutex<HashMap<String, T>>,
+        key: &str,
+        draw: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let lock = || {
+            map.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(d) = lock().get(key) {
+            return Ok(d.clone());
+        }
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| ApiError::internal(format!("graph layout: {e}")))?;
+        if let Some(d) = lock().get(key) {
+            return Ok(d.clone());
+        }
+        let drawing = tokio::task::spawn_blocking(draw)
+            .await
+            .map_err(|e| ApiError::internal(format!("graph layout: {e}")))?;
+        let mut done = lock();
+        if done.len() >= Self::CAPACITY {
+            done.clear();
+        }
+        done.insert(key.to_string(), drawing.clone());
+        Ok(drawing)
     }
 }

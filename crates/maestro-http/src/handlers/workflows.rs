@@ -179,18 +179,6 @@ pub(super) async fn delete(ctx: &ApiContext, req: &Req) -> Result<Response<Body>
     Ok(res)
 }
 
-/// Runs a rendering that lays the graph out on the blocking pool: a big graph takes a while.
-async fn laid_out<T: Send + 'static>(
-    r: &DefinitionRecord,
-    wf: &std::sync::Arc<Workflow>,
-    render: fn(&WorkflowDefinition, &Workflow) -> T,
-) -> Result<T, ApiError> {
-    let (def, wf) = (r.definition.clone(), wf.clone());
-    tokio::task::spawn_blocking(move || render(&def, &wf))
-        .await
-        .map_err(|e| ApiError::internal(format!("graph layout: {e}")))
-}
-
 /// `GET /api/v1/workflows/{id}/graph?format=json|dot|mermaid|svg|layout[&version=N]`.
 pub(super) async fn graph(ctx: &ApiContext, req: &Req) -> Result<Response<Body>, ApiError> {
     let format = req.query("format").unwrap_or("json");
@@ -219,13 +207,26 @@ pub(super) async fn graph(ctx: &ApiContext, req: &Req) -> Result<Response<Body>,
             "text/plain; charset=utf-8",
             super::render_mermaid(def, &wf),
         ),
-        "svg" => text(
-            StatusCode::OK,
-            "image/svg+xml",
-            laid_out(&r, &wf, super::graph::render_svg).await?,
-        ),
+        // Laid out once per content (see `Drawings`).
+        "svg" => {
+            let (d, w) = (r.definition.clone(), wf.clone());
+            let svg = ctx
+                .drawings
+                .svg(&r.content_hash, move || {
+                    super::graph::render_svg(&d, &w).into()
+                })
+                .await?;
+            text(StatusCode::OK, "image/svg+xml", svg.to_string())
+        }
         "layout" => {
-            let mut layout = laid_out(&r, &wf, super::graph::layout_json).await?;
+            let (d, w) = (r.definition.clone(), wf.clone());
+            let layout = ctx
+                .drawings
+                .layout(&r.content_hash, move || {
+                    std::sync::Arc::new(super::graph::layout_json(&d, &w))
+                })
+                .await?;
+            let mut layout = (*layout).clone();
             layout["workflow_id"] = json!(r.workflow_id);
             layout["version"] = json!(r.version);
             json(StatusCode::OK, &layout)
