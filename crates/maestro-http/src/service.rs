@@ -289,12 +289,16 @@ fn request_id(headers: &HeaderMap) -> String {
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string)
 }
 
-/// Constant-time comparison, so a token cannot be guessed byte by byte from timings.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// Constant-time comparison, so a token cannot be guessed byte by byte from timings: every
+/// byte of the presented token is looked at whatever the configured one's length, and a length
+/// mismatch is folded into the same accumulator.
+fn same(presented: &[u8], configured: &[u8]) -> bool {
+    let mut diff = u8::from(presented.len() != configured.len());
+    for (i, x) in presented.iter().enumerate() {
+        let y = configured.get(i % configured.len().max(1)).copied().unwrap_or(0);
+        diff |= x ^ y;
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    diff == 0 && !configured.is_empty()
 }
 
 /// The subprotocol prefix that carries a token on a browser's WebSocket (browsers cannot set
@@ -348,7 +352,7 @@ fn authorized(ctx: &ApiContext, headers: &HeaderMap, websocket: bool) -> bool {
     ctx.config
         .api_tokens
         .iter()
-        .fold(false, |ok, t| same(t.as_bytes(), &token) | ok)
+        .fold(false, |ok, t| same(&token, t.as_bytes()) | ok)
 }
 
 fn allowed_origin<'a>(
@@ -395,4 +399,18 @@ fn preflight_headers(ctx: &ApiContext, req: &HeaderMap, route: Route, h: &mut He
         header::ACCESS_CONTROL_MAX_AGE,
         HeaderValue::from_static("600"),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same;
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        assert!(same(b"secret", b"secret"));
+        for presented in [&b""[..], b"secre", b"secret2", b"secreT", b"secretsecret"] {
+            assert!(!same(presented, b"secret"), "{presented:?}");
+        }
+        assert!(!same(b"", b""), "an empty configured token matches nothing");
+    }
 }
