@@ -1,6 +1,7 @@
 //! Reading a definition file and reporting its problems the way compilers do:
-//! `FILE:LINE:COLUMN: field `path`: message` for parse errors, `FILE: code: message` for each
-//! validation problem. Also the `validate` subcommand.
+//! `FILE:LINE:COLUMN: field `path`: message` for parse errors, `FILE: code: message (node …)`
+//! for each validation problem (both rendered by `maestro-dag`, as the `maestro` CLI does).
+//! Also the `validate` subcommand.
 
 use std::io::Write;
 use std::path::Path;
@@ -33,13 +34,11 @@ pub(crate) fn load(path: &Path, registry: &ExecutorRegistry) -> Result<Workflow,
     Workflow::compile(definition, Some(registry)).map_err(|e| validation_diagnostics(&file, &e))
 }
 
-/// One `FILE: code: message` line per problem, then a count.
+/// One `FILE: code: message (node …)` line per problem, then a count. Unlike `maestro
+/// validate`, without the node's line and column: these lines keep the `FILE: code:` form
+/// scripts match.
 pub(crate) fn validation_diagnostics(file: &str, errors: &ValidationErrors) -> Diagnostics {
-    let mut lines: Vec<String> = errors
-        .0
-        .iter()
-        .map(|e| format!("{file}: {}: {}", e.code, e.message))
-        .collect();
+    let mut lines: Vec<String> = errors.0.iter().map(|e| e.diagnostic(file, None)).collect();
     let n = errors.0.len();
     lines.push(format!(
         "{file}: invalid workflow ({n} problem{})",

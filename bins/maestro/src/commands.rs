@@ -1,9 +1,11 @@
 //! The subcommands that talk to a server: each sends its request through [`Client`] and prints
 //! the answer as a table or as the server's JSON document. Returns the exit code.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use http::Method;
+use maestro_dag::RunStatus;
 use serde_json::{Value, json};
 
 use crate::cli::{
@@ -256,9 +258,12 @@ async fn run(client: &Client, args: RunArgs, format: Output) -> Result<u8, Failu
     }
     if format == Output::Table {
         eprintln!(
-            "run {run_id} of {} version {}",
-            text(&started["workflow_id"]),
-            text(&started["version"])
+            "{}",
+            output::clean(&format!(
+                "run {run_id} of {} version {}",
+                text(&started["workflow_id"]),
+                text(&started["version"])
+            ))
         );
     }
     watch_run(client, &run_id, format).await
@@ -281,33 +286,41 @@ async fn definition_order(client: &Client, run: &Value) -> Option<Vec<String>> {
 
 /// Follows a run to its end with the live view, then prints the summary; exit 0 when it
 /// completed, 1 otherwise.
+///
+/// The outcome is the one the followed stream ended with (its terminal event): the run document
+/// fetched afterwards is only for the summary table, and may already show a retry.
 async fn watch_run(client: &Client, run_id: &str, format: Output) -> Result<u8, Failure> {
     let run = client.get(&run_path(run_id)).await?;
     let order = watch::node_order(&run, definition_order(client, &run).await);
     let mut view = RunWatch::new(&run, order.clone());
     let followed = follow::follow(client, run_id, 0, &mut view).await;
     view.finish();
-    followed?;
+    let status = followed?.status;
     let run = client.get(&run_path(run_id)).await?;
     let order = watch::node_order(&run, Some(order));
-    let status = run["status"].as_str().unwrap_or_default().to_string();
     let table = watch::summary_table(&run, &order).render();
+    let now = run["status"].as_str().unwrap_or_default();
     let headline = format!(
-        "run {run_id}: {status}{}",
+        "run {run_id}: {status}{}{}",
         match run["error"].as_str() {
             Some(e) => format!(" ({})", truncate(e, 200)),
             None => String::new(),
+        },
+        if now.is_empty() || now == status.as_str() {
+            String::new()
+        } else {
+            format!(" · now {now}")
         }
     );
     if format == Output::Json {
         eprint!("{table}");
-        eprintln!("{headline}");
+        eprintln!("{}", output::clean(&headline));
         output::json(&run)?;
     } else {
         output::write_stdout(&table)?;
         output::line(&headline)?;
     }
-    Ok(if status == "completed" {
+    Ok(if status == RunStatus::Completed {
         exit::SUCCESS
     } else {
         exit::RUN_FAILED
@@ -490,7 +503,7 @@ impl Sink for EventPrinter {
     }
 
     fn reconnecting(&mut self, why: &str) {
-        eprintln!("connection lost ({why}); resuming");
+        eprintln!("connection lost ({}); resuming", output::clean(why));
     }
 }
 
@@ -498,7 +511,7 @@ async fn events(client: &Client, args: EventsArgs, format: Output) -> Result<u8,
     let mut printer = EventPrinter { format };
     if args.follow {
         let followed = follow::follow(client, &args.run, args.after, &mut printer).await?;
-        return Ok(if followed.status == "completed" {
+        return Ok(if followed.status == RunStatus::Completed {
             exit::SUCCESS
         } else {
             exit::RUN_FAILED
@@ -548,6 +561,10 @@ async fn graph(client: &Client, args: GraphArgs) -> Result<u8, Failure> {
     }
     if !body.ends_with('\n') {
         body.push('\n');
+    }
+    // Exactly as sent into a file or a pipe; on a terminal, no control character gets through.
+    if std::io::stdout().is_terminal() {
+        body = output::clean_block(&body).into_owned();
     }
     output::write_stdout(&body)?;
     Ok(exit::SUCCESS)

@@ -130,9 +130,11 @@ impl Failure {
         }
     }
 
-    /// Prints the failure on stderr, `error: ` before the first line.
+    /// Prints the failure on stderr, `error: ` before the first line; each line
+    /// [`clean`](crate::output::clean)ed, since most quote the server.
     pub(crate) fn report(&self) {
         for (i, line) in self.lines.iter().enumerate() {
+            let line = crate::output::clean(line);
             if i == 0 {
                 eprintln!("error: {line}");
             } else {

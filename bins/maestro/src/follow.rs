@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use http_body_util::BodyExt;
+use maestro_dag::{EventType, RunStatus};
 use serde_json::Value;
 
 use crate::client::{Client, segment};
@@ -29,17 +30,18 @@ pub(crate) trait Sink {
     fn reconnecting(&mut self, _why: &str) {}
 }
 
-/// Whether an event type ends a run.
-pub(crate) fn is_terminal(kind: &str) -> bool {
-    matches!(
-        kind,
-        "workflow_completed" | "workflow_failed" | "workflow_cancelled"
-    )
+/// The run status a terminal event type (`workflow_completed`, …) ends the run with; `None` for
+/// every other type.
+fn terminal_status(kind: &str) -> Option<RunStatus> {
+    let kind = EventType::parse(kind).filter(|k| k.is_terminal())?;
+    RunStatus::parse(kind.as_str().trim_start_matches("workflow_"))
 }
 
-/// Whether a run status is final.
-pub(crate) fn is_final_status(status: &str) -> bool {
-    matches!(status, "completed" | "failed" | "cancelled")
+/// A run status of the wire, when it is final.
+fn final_status(status: Option<&str>) -> Option<RunStatus> {
+    status
+        .and_then(RunStatus::parse)
+        .filter(|s| s.is_terminal())
 }
 
 /// An incremental parser of `text/event-stream`: feed it bytes, take the `data` of each
@@ -101,8 +103,9 @@ impl SseParser {
 
 /// How following ended.
 pub(crate) struct Followed {
-    /// The run's final status (`completed`, `failed` or `cancelled`).
-    pub(crate) status: String,
+    /// The run's final status (`completed`, `failed` or `cancelled`), as the stream ended it:
+    /// the run may since have been retried.
+    pub(crate) status: RunStatus,
 }
 
 /// Follows the events of `run_id` after `after` until the run ends, resuming after dropped
@@ -119,13 +122,10 @@ pub(crate) async fn follow(
 
     // A finished run whose events were all seen already: the stream would only idle.
     let run = client.get(&run_path).await?;
-    if let Some(status) = run["status"].as_str()
-        && is_final_status(status)
+    if let Some(status) = final_status(run["status"].as_str())
         && run["last_seq"].as_u64().is_some_and(|s| s <= last)
     {
-        return Ok(Followed {
-            status: status.to_string(),
-        });
+        return Ok(Followed { status });
     }
 
     let mut failures = 0u32;
@@ -160,11 +160,10 @@ pub(crate) async fn follow(
                                 }
                                 sink.event(&event)?;
                                 last = seq;
-                                let kind = event["type"].as_str().unwrap_or_default();
-                                if is_terminal(kind) {
-                                    return Ok(Followed {
-                                        status: kind.trim_start_matches("workflow_").to_string(),
-                                    });
+                                if let Some(status) =
+                                    terminal_status(event["type"].as_str().unwrap_or_default())
+                                {
+                                    return Ok(Followed { status });
                                 }
                             }
                         }
@@ -185,13 +184,10 @@ pub(crate) async fn follow(
         }
         // Ended meanwhile with nothing left to see (e.g. the stream broke after the last event)?
         if let Ok(run) = client.get(&run_path).await
-            && let Some(status) = run["status"].as_str()
-            && is_final_status(status)
+            && let Some(status) = final_status(run["status"].as_str())
             && run["last_seq"].as_u64().is_some_and(|s| s <= last)
         {
-            return Ok(Followed {
-                status: status.to_string(),
-            });
+            return Ok(Followed { status });
         }
         sink.reconnecting(&why);
         let delay = Duration::from_millis(250 * u64::from(failures.min(8)));
@@ -228,9 +224,20 @@ mod tests {
 
     #[test]
     fn terminal_types_and_statuses() {
-        assert!(is_terminal("workflow_failed"));
-        assert!(!is_terminal("workflow_paused"));
-        assert!(is_final_status("cancelled"));
-        assert!(!is_final_status("paused"));
+        assert_eq!(terminal_status("workflow_failed"), Some(RunStatus::Failed));
+        assert_eq!(
+            terminal_status("workflow_completed"),
+            Some(RunStatus::Completed)
+        );
+        assert_eq!(
+            terminal_status("workflow_cancelled"),
+            Some(RunStatus::Cancelled)
+        );
+        assert_eq!(terminal_status("workflow_paused"), None);
+        assert_eq!(terminal_status("node_failed"), None);
+        assert_eq!(terminal_status("bogus"), None);
+        assert_eq!(final_status(Some("cancelled")), Some(RunStatus::Cancelled));
+        assert_eq!(final_status(Some("paused")), None);
+        assert_eq!(final_status(None), None);
     }
 }

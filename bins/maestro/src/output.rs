@@ -1,6 +1,8 @@
 //! Writing results on stdout: one JSON document, plain lines, or aligned tables; plus the small
-//! formatting helpers (durations, timestamps) the tables share.
+//! formatting helpers (durations, timestamps) the tables share, and [`clean`], which makes the
+//! server's strings safe to print on a terminal.
 
+use std::borrow::Cow;
 use std::io::{ErrorKind, Write};
 
 use chrono::{DateTime, Utc};
@@ -35,9 +37,59 @@ pub(crate) fn json_line(value: &Value) -> Result<(), Failure> {
     write_stdout(&text)
 }
 
-/// Writes one line on stdout.
+/// Writes one line on stdout, [`clean`]ed.
 pub(crate) fn line(text: &str) -> Result<(), Failure> {
-    write_stdout(&format!("{text}\n"))
+    write_stdout(&format!("{}\n", clean(text)))
+}
+
+/// Whether a character must not reach a terminal as is: control characters (C0, DEL, C1: `ESC`
+/// starts the escape sequences that recolour, move the cursor, retitle the window…) and the
+/// bidirectional formatting characters that reorder what is displayed.
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Writes `c` visibly: `\u{1b}`.
+fn escape(out: &mut String, c: char) {
+    out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+}
+
+/// `s` on one line and safe to print on a terminal (text of the server: names, errors,
+/// outputs): tabs, newlines and other line breaks become spaces, other control and
+/// bidirectional formatting characters are shown escaped (`\u{1b}`), so that none is
+/// interpreted.
+pub(crate) fn clean(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(is_unsafe) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\t' | '\n' | '\r' | '\u{b}' | '\u{c}' | '\u{85}' => out.push(' '),
+            c if is_unsafe(c) => escape(&mut out, c),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A multi-line text (a graph rendering) safe to print on a terminal: newlines and tabs are
+/// kept, carriage returns dropped, other unsafe characters escaped as by [`clean`].
+pub(crate) fn clean_block(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(|c| c != '\n' && c != '\t' && is_unsafe(c)) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            '\r' => {}
+            c if is_unsafe(c) => escape(&mut out, c),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// A table with a header row, columns padded to their widest cell.
@@ -53,9 +105,10 @@ impl Table {
         }
     }
 
-    /// Adds a row.
+    /// Adds a row; each cell is [`clean`]ed (the server's strings may hold control characters).
     pub(crate) fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows
+            .push(cells.into_iter().map(|c| clean(&c).into_owned()).collect());
     }
 
     /// The table as text, one line per row, the last column unpadded.
@@ -150,6 +203,27 @@ mod tests {
             "NODE       STATUS     ERROR\n\
              a          completed  -\n\
              long_name  failed     boom\n"
+        );
+    }
+
+    #[test]
+    fn server_strings_cannot_reach_the_terminal_raw() {
+        assert!(matches!(
+            clean("plain · text"),
+            Cow::Borrowed("plain · text")
+        ));
+        assert_eq!(clean("\u{1b}[31mred\u{1b}[0m"), "\\u{1b}[31mred\\u{1b}[0m");
+        assert_eq!(clean("a\tb\r\nc"), "a b  c");
+        assert_eq!(clean("x\u{7}\u{9b}y\u{202e}z"), "x\\u{7}\\u{9b}y\\u{202e}z");
+        assert_eq!(
+            clean_block("a\r\n\tb\u{1b}]0;t\u{7}\n"),
+            "a\n\tb\\u{1b}]0;t\\u{7}\n"
+        );
+        let mut t = Table::new(&["NODE", "ERROR"]);
+        t.row(vec!["\u{1b}[2Jn".into(), "line 1\nline 2".into()]);
+        assert_eq!(
+            t.render(),
+            "NODE        ERROR\n\\u{1b}[2Jn  line 1 line 2\n"
         );
     }
 

@@ -31,64 +31,36 @@ pub(crate) fn load(path: &Path) -> Result<(WorkflowDefinition, String), Failure>
     Ok((definition, text))
 }
 
-/// Where a node is defined in the file's text: the line and column of its `id`, found by
-/// looking for `"id": "NODE"` (JSON) or `id: NODE` (YAML). Validation works on the parsed
-/// definition, so this is a best effort that points an editor at the right node.
-pub(crate) fn locate_node(text: &str, node: &str) -> Option<(usize, usize)> {
-    let needles = [
-        format!("\"id\": \"{node}\""),
-        format!("\"id\":\"{node}\""),
-        format!("\"node_id\": \"{node}\""),
-        format!("\"node_id\":\"{node}\""),
-        format!("id: {node}"),
-        format!("id: \"{node}\""),
-        format!("id: '{node}'"),
-    ];
-    for (i, line) in text.lines().enumerate() {
-        for needle in &needles {
-            if let Some(col) = line.find(needle.as_str()) {
-                // YAML: `id: a` must not match `id: ab`.
-                let end = col + needle.len();
-                let rest = &line[end..];
-                let whole = rest
-                    .chars()
-                    .next()
-                    .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'));
-                let key_start = col == 0
-                    || !line[..col]
-                        .chars()
-                        .next_back()
-                        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
-                if whole && key_start {
-                    return Some((i + 1, line[..col].chars().count() + 1));
-                }
-            }
-        }
-    }
-    None
-}
-
-/// One diagnostic per validation problem: `FILE[:LINE:COLUMN]: code: message (node …)`.
+/// One diagnostic per problem of a server's answer (the `errors` of a 422 from `apply`):
+/// `FILE[:LINE:COLUMN]: code: message (node …)`, as for problems found offline. An item that is
+/// not a validation problem is named after the file alone.
 pub(crate) fn problem_lines(file: &str, text: &str, problems: &[Value]) -> Vec<String> {
     problems
         .iter()
         .map(|p| {
-            let node = p["node_id"]
-                .as_str()
-                .or_else(|| p["nodes"].get(0).and_then(Value::as_str));
-            let mut out = file.to_string();
-            if let Some((line, column)) = node.and_then(|n| locate_node(text, n)) {
-                out.push_str(&format!(":{line}:{column}"));
+            // A validation problem (never with a field `path`, which the dag type would drop).
+            let problem = p
+                .get("path")
+                .is_none()
+                .then(|| serde_json::from_value::<ValidationError>(p.clone()).ok());
+            match problem.flatten() {
+                Some(e) => e.diagnostic(file, Some(text)),
+                None => format!(
+                    "{file}: {}",
+                    crate::exit::problem_items(&json!({"errors": [p]}), "").concat()
+                ),
             }
-            out.push_str(": ");
-            out.push_str(&crate::exit::problem_items(&json!({"errors": [p]}), "").concat());
-            out
         })
         .collect()
 }
 
-fn validation_json(e: &ValidationError) -> Value {
-    serde_json::to_value(e).expect("validation errors serialize")
+/// The line and column of the node a problem concerns, as its diagnostic names them.
+fn position(e: &ValidationError, text: &str) -> Option<(usize, usize)> {
+    // With no file name, a located diagnostic starts `:LINE:COLUMN: `; else `: code`.
+    let d = e.diagnostic("", Some(text));
+    let (line, rest) = d.strip_prefix(':')?.split_once(':')?;
+    let (column, _) = rest.split_once(':')?;
+    Some((line.parse().ok()?, column.parse().ok()?))
 }
 
 /// `maestro validate FILE`: exit 0 and the levels, or every problem with exit 65.
@@ -136,17 +108,13 @@ pub(crate) fn command(args: &ValidateArgs, format: Output) -> Result<u8, Failure
             Ok(exit::SUCCESS)
         }
         Err(errors) => {
-            let problems: Vec<Value> = errors.0.iter().map(validation_json).collect();
             if format == Output::Json {
-                let located: Vec<Value> = problems
+                let located: Vec<Value> = errors
+                    .0
                     .iter()
-                    .map(|p| {
-                        let mut p = p.clone();
-                        let node = p["node_id"]
-                            .as_str()
-                            .or_else(|| p["nodes"].get(0).and_then(Value::as_str))
-                            .map(str::to_string);
-                        if let Some((line, column)) = node.and_then(|n| locate_node(&text, &n)) {
+                    .map(|e| {
+                        let mut p = serde_json::to_value(e).expect("validation errors serialize");
+                        if let Some((line, column)) = position(e, &text) {
                             p["line"] = json!(line);
                             p["column"] = json!(column);
                         }
@@ -155,7 +123,11 @@ pub(crate) fn command(args: &ValidateArgs, format: Output) -> Result<u8, Failure
                     .collect();
                 output::json(&json!({"file": file, "valid": false, "errors": located}))?;
             }
-            let mut lines = problem_lines(&file, &text, &problems);
+            let mut lines: Vec<String> = errors
+                .0
+                .iter()
+                .map(|e| e.diagnostic(&file, Some(&text)))
+                .collect();
             let n = lines.len();
             lines.push(format!(
                 "{file}: invalid workflow ({n} problem{})",
@@ -183,15 +155,6 @@ mod tests {
     }
 
     #[test]
-    fn nodes_are_located_in_json_and_yaml() {
-        let json = "{\n  \"nodes\": [\n    {\"id\": \"ab\"},\n    {\"id\": \"a\"}\n  ]\n}";
-        assert_eq!(locate_node(json, "a"), Some((4, 6)));
-        let yaml = "id: wf\nnodes:\n  - id: ab\n  - id: a\n    node_id: x\n";
-        assert_eq!(locate_node(yaml, "a"), Some((4, 5)));
-        assert_eq!(locate_node(yaml, "zz"), None);
-    }
-
-    #[test]
     fn validation_problems_read_like_diagnostics() {
         let text = "id: wf\nnodes:\n  - id: a\n    depends_on: [b]\n";
         let problems = vec![
@@ -201,5 +164,23 @@ mod tests {
             problem_lines("wf.yaml", text, &problems),
             ["wf.yaml:3:5: unknown_dependency: node `a` depends on unknown node `b` (node `a`)"]
         );
+        // A problem of the request rather than of the definition: the file and the item.
+        let other =
+            vec![json!({"code": "invalid_body", "message": "wrong type", "path": "inputs"})];
+        assert_eq!(
+            problem_lines("wf.yaml", text, &other),
+            ["wf.yaml: invalid_body: wrong type (field `inputs`)"]
+        );
+    }
+
+    #[test]
+    fn problems_are_located_for_json_output() {
+        let text = "{\"id\": \"wf\", \"nodes\": [\n  {\"id\": \"a\", \"depends_on\": [\"b\"]}\n]}";
+        let definition = WorkflowDefinition::from_file_text("wf.json", text).unwrap();
+        let errors = Workflow::compile(definition, None).unwrap_err();
+        assert_eq!(position(&errors.0[0], text), Some((2, 4)));
+        let errors =
+            Workflow::compile(WorkflowDefinition::new("wf", Vec::new()), None).unwrap_err();
+        assert_eq!(position(&errors.0[0], text), None);
     }
 }

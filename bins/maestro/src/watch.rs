@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::exit::{Failure, truncate};
 use crate::follow::Sink;
-use crate::output::{self, Table, human_duration, timestamp};
+use crate::output::{self, Table, clean, human_duration, timestamp};
 
 /// Per-node lines shown at most; larger workflows show the most relevant nodes and a summary.
 pub(crate) const MAX_NODE_LINES: usize = 20;
@@ -88,7 +88,8 @@ fn symbol(status: &str) -> &'static str {
     }
 }
 
-/// How the progress is shown.
+/// How the progress is shown. Every string of the server (node ids, errors, the workflow id)
+/// is [`clean`]ed on its way to the terminal.
 enum Display {
     /// indicatif on the terminal (stderr).
     Bars {
@@ -132,7 +133,11 @@ impl RunWatch {
         for id in &order {
             nodes.entry(id.clone()).or_default();
         }
-        let width = order.iter().map(|id| id.chars().count()).max().unwrap_or(4);
+        let width = order
+            .iter()
+            .map(|id| clean(id).chars().count())
+            .max()
+            .unwrap_or(4);
         let interactive = std::io::stderr().is_terminal();
         let display = if interactive {
             Self::bars(&run_id, run, &order)
@@ -162,11 +167,14 @@ impl RunWatch {
             .expect("a valid template")
             .progress_chars("=> "),
         );
-        overall.set_prefix(format!(
-            "{} {}",
-            run["workflow_id"].as_str().unwrap_or("run"),
-            short_id(run_id)
-        ));
+        overall.set_prefix(
+            clean(&format!(
+                "{} {}",
+                run["workflow_id"].as_str().unwrap_or("run"),
+                short_id(run_id)
+            ))
+            .into_owned(),
+        );
         overall.enable_steady_tick(Duration::from_millis(120));
         let line_style = ProgressStyle::with_template("  {msg}").expect("a valid template");
         let shown = order.len().min(MAX_NODE_LINES);
@@ -259,14 +267,14 @@ impl RunWatch {
             .run_started
             .map(|t| format!(" · {}", human_duration((Utc::now() - t).num_milliseconds())))
             .unwrap_or_default();
-        overall.set_message(format!("{}{elapsed}", self.run_status));
+        overall.set_message(format!("{}{elapsed}", clean(&self.run_status)));
         for (bar, id) in lines.iter().zip(self.shown(lines.len())) {
             let n = &self.nodes[id];
             bar.set_message(format!(
                 "{} {:<w$}  {}",
                 symbol(&n.status),
-                id,
-                n.describe(true),
+                clean(id),
+                clean(&n.describe(true)),
                 w = self.width
             ));
         }
@@ -287,7 +295,12 @@ impl RunWatch {
             }
             _ => "+0ms".into(),
         };
-        eprintln!("[{offset:>8}] {subject:<w$}  {what}", w = self.width.max(3));
+        eprintln!(
+            "[{offset:>8}] {:<w$}  {}",
+            clean(subject),
+            clean(what),
+            w = self.width.max(3)
+        );
     }
 
     /// Clears the live display (before the summary is printed).
@@ -318,7 +331,7 @@ impl Sink for RunWatch {
         if let Some(node_id) = event["node_id"].as_str() {
             if !self.nodes.contains_key(node_id) {
                 self.order.push(node_id.to_string());
-                self.width = self.width.max(node_id.chars().count());
+                self.width = self.width.max(clean(node_id).chars().count());
             }
             let n = self.nodes.entry(node_id.to_string()).or_default();
             n.changed = seq;
@@ -400,9 +413,9 @@ impl Sink for RunWatch {
     fn reconnecting(&mut self, why: &str) {
         match &self.display {
             Display::Bars { multi, .. } => {
-                let _ = multi.println(format!("connection lost ({why}); resuming"));
+                let _ = multi.println(format!("connection lost ({}); resuming", clean(why)));
             }
-            Display::Plain => eprintln!("connection lost ({why}); resuming"),
+            Display::Plain => eprintln!("connection lost ({}); resuming", clean(why)),
         }
     }
 }

@@ -81,6 +81,71 @@ impl fmt::Display for ValidationError {
     }
 }
 
+impl ValidationError {
+    /// The problem as a compiler-style diagnostic for `file`, what the CLIs print:
+    /// `FILE[:LINE:COLUMN]: code: message (node `x`; nodes a → b)`, with the notes that apply.
+    ///
+    /// Given the file's `text`, the position is that of the `id` of the node concerned
+    /// (`node_id`, else the first of `nodes`), found by looking for `"id": "NODE"` (JSON) or
+    /// `id: NODE` (YAML). Validation works on the parsed definition, so this is a best effort
+    /// that points an editor at the right node; without `text`, or when the node is not found,
+    /// the diagnostic names the file alone.
+    pub fn diagnostic(&self, file: &str, text: Option<&str>) -> String {
+        let mut out = file.to_string();
+        let node = self
+            .node_id
+            .as_deref()
+            .or(self.nodes.first().map(String::as_str));
+        if let Some((line, column)) = text.zip(node).and_then(|(t, n)| locate_node(t, n)) {
+            out.push_str(&format!(":{line}:{column}"));
+        }
+        out.push_str(&format!(": {}: {}", self.code, self.message));
+        let mut notes = Vec::new();
+        if let Some(node) = &self.node_id {
+            notes.push(format!("node `{node}`"));
+        }
+        if !self.nodes.is_empty() {
+            notes.push(format!("nodes {}", self.nodes.join(" → ")));
+        }
+        if !notes.is_empty() {
+            out.push_str(&format!(" ({})", notes.join("; ")));
+        }
+        out
+    }
+}
+
+/// The 1-based line and column of the `id` of `node` in a definition's text (JSON or YAML).
+fn locate_node(text: &str, node: &str) -> Option<(usize, usize)> {
+    let needles = [
+        format!("\"id\": \"{node}\""),
+        format!("\"id\":\"{node}\""),
+        format!("\"node_id\": \"{node}\""),
+        format!("\"node_id\":\"{node}\""),
+        format!("id: {node}"),
+        format!("id: \"{node}\""),
+        format!("id: '{node}'"),
+    ];
+    for (i, line) in text.lines().enumerate() {
+        for needle in &needles {
+            if let Some(col) = line.find(needle.as_str()) {
+                // YAML: `id: a` must not match `id: ab`, nor `node_id: a` match `id: a`.
+                let whole = line[col + needle.len()..]
+                    .chars()
+                    .next()
+                    .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+                let key_start = !line[..col]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+                if whole && key_start {
+                    return Some((i + 1, line[..col].chars().count() + 1));
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Every problem found in a definition (never empty).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ValidationErrors(pub Vec<ValidationError>);
@@ -387,4 +452,68 @@ fn kahn_leftover(def: &WorkflowDefinition, index: &FxHashMap<&str, usize>) -> Ve
         left[i as usize] = false;
     }
     left
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(
+        code: ValidationCode,
+        message: &str,
+        node: Option<&str>,
+        nodes: &[&str],
+    ) -> ValidationError {
+        ValidationError {
+            code,
+            message: message.into(),
+            node_id: node.map(str::to_string),
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn diagnostics_point_at_the_node_in_json_and_yaml() {
+        let e = error(
+            ValidationCode::UnknownDependency,
+            "node `a` depends on unknown node `b`",
+            Some("a"),
+            &[],
+        );
+        let yaml = "id: wf\nnodes:\n  - id: ab\n  - id: a\n    node_id: x\n    depends_on: [b]\n";
+        assert_eq!(
+            e.diagnostic("wf.yaml", Some(yaml)),
+            "wf.yaml:4:5: unknown_dependency: node `a` depends on unknown node `b` (node `a`)"
+        );
+        let json = "{\n  \"nodes\": [\n    {\"id\": \"ab\"},\n    {\"id\": \"a\"}\n  ]\n}";
+        assert!(
+            e.diagnostic("wf.json", Some(json))
+                .starts_with("wf.json:4:6: ")
+        );
+        // Without the text, or a node the text does not have: the file alone.
+        assert_eq!(
+            e.diagnostic("wf.yaml", None),
+            "wf.yaml: unknown_dependency: node `a` depends on unknown node `b` (node `a`)"
+        );
+        assert!(
+            e.diagnostic("wf.yaml", Some("id: wf\n"))
+                .starts_with("wf.yaml: ")
+        );
+
+        let cycle = error(ValidationCode::Cycle, "a cycle", None, &["x", "y", "x"]);
+        assert_eq!(
+            cycle.diagnostic("c.yaml", Some("nodes:\n  - id: y\n  - id: x\n")),
+            "c.yaml:3:5: cycle: a cycle (nodes x → y → x)"
+        );
+        let empty = error(
+            ValidationCode::EmptyWorkflow,
+            "the workflow has no nodes",
+            None,
+            &[],
+        );
+        assert_eq!(
+            empty.diagnostic("e.json", Some("{}")),
+            "e.json: empty_workflow: the workflow has no nodes"
+        );
+    }
 }

@@ -434,6 +434,187 @@ fn cli_graph_renders_svg() {
     );
 }
 
+/// Asserts that no terminal control character (ESC, BEL, CSI…) is in `text`; newlines and the
+/// table's spaces are all it may hold besides printable text.
+#[track_caller]
+fn assert_no_controls(what: &str, text: &str) {
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "{what} holds a control character:\n{text:?}"
+    );
+}
+
+#[test]
+fn cli_prints_no_control_characters_of_the_server() {
+    let server = Server::sqlite(&[]);
+    let scratch = Scratch::new();
+    let definition = json!({
+        "id": "esc",
+        "name": "\u{1b}[31mred",
+        "nodes": [{"id": "boom", "executor": "fail",
+                   "config": {"message": "\u{1b}[2J\u{1b}]0;pwned\u{7}gone\nsecond line"}}]
+    });
+    let file = scratch.file("esc.json", &definition.to_string());
+    maestro(&server, &["workflows", "apply", &file]).expect(0);
+
+    // Tables and text lines: escaped, on one line.
+    let out = maestro(&server, &["workflows", "list"]).expect(0);
+    assert_no_controls("workflows list", &out.stdout);
+    assert!(out.stdout.contains("\\u{1b}[31mred"), "{}", out.stdout);
+    let out = maestro(&server, &["workflows", "get", "esc"]).expect(0);
+    assert_no_controls("workflows get", &out.stdout);
+    assert!(
+        out.stdout.contains("name: \\u{1b}[31mred"),
+        "{}",
+        out.stdout
+    );
+    let out = maestro(&server, &["run", "esc", "--watch"]).expect(1);
+    assert_no_controls("the summary", &out.stdout);
+    assert_no_controls("the progress lines", &out.stderr);
+    let row = out.stdout.lines().find(|l| l.starts_with("boom")).unwrap();
+    assert!(
+        row.contains("\\u{1b}[2J\\u{1b}]0;pwned\\u{7}gone second line"),
+        "{row}"
+    );
+    let out = maestro(&server, &["runs", "list"]).expect(0);
+    assert_no_controls("runs list", &out.stdout);
+
+    // JSON stays exact.
+    let doc = maestro(&server, &["workflows", "get", "esc", "--output", "json"])
+        .expect(0)
+        .json();
+    assert_eq!(doc["definition"]["name"], "\u{1b}[31mred");
+}
+
+/// A stand-in server answering each request with `answer(method, path)`: status, content type
+/// and body, one request per connection. Its base URL.
+fn fake_server(
+    answer: impl Fn(&str, &str) -> (u16, &'static str, String) + Send + Sync + 'static,
+) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let answer = Arc::new(answer);
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 4096];
+                let head_end = loop {
+                    if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => raw.extend_from_slice(&buf[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                while raw.len() < head_end + length {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => raw.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let mut words = head.split_whitespace();
+                let (method, path) = (words.next().unwrap(), words.next().unwrap());
+                let (status, content_type, body) = answer(method, path);
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    url
+}
+
+/// A run whose node has an escape sequence in its id, and that ends with `terminal` but is
+/// retried at once: the run document says `running` by the time the watch fetches it.
+fn retried_run_server(terminal: &'static str) -> String {
+    const NODE: &str = "\u{1b}[31mred";
+    fake_server(move |method, path| {
+        let event = |seq: u64, kind: &str, node: Option<&str>| {
+            let e = json!({"seq": seq, "type": kind, "workflow_id": "w", "run_id": "r1",
+                "node_id": node, "data": {"attempt": 1},
+                "timestamp": format!("2026-11-26T19:24:0{seq}.000Z")});
+            format!("id: {seq}\ndata: {e}\n\n")
+        };
+        match (method, path) {
+            ("POST", "/api/v1/workflows/w/runs") => (
+                201,
+                "application/json",
+                json!({"run_id": "r1", "workflow_id": "w", "version": 1, "status": "pending", "created": true}).to_string(),
+            ),
+            ("GET", "/api/v1/runs/r1") => (
+                200,
+                "application/json",
+                json!({"run_id": "r1", "workflow_id": "w", "version": 1, "status": "running",
+                    "last_seq": 5, "error": null,
+                    "nodes": {NODE: {"status": "running", "attempts": 2,
+                        "started_at": "2026-11-26T19:24:06Z", "finished_at": null,
+                        "error": "\u{1b}]0;pwned\u{7}"}}})
+                .to_string(),
+            ),
+            ("GET", "/api/v1/runs/r1/events") => (
+                200,
+                "text/event-stream",
+                [
+                    event(1, "workflow_started", None),
+                    event(2, "node_started", Some(NODE)),
+                    event(3, "node_completed", Some(NODE)),
+                    event(4, terminal, None),
+                ]
+                .concat(),
+            ),
+            _ => (
+                404,
+                "application/problem+json",
+                json!({"status": 404, "code": "not_found", "title": "Not Found"}).to_string(),
+            ),
+        }
+    })
+}
+
+#[test]
+fn cli_watch_exits_with_the_outcome_the_stream_ended_with() {
+    // Completed, then retried before the summary: still exit 0, and no escape sequence of the
+    // node's id reaches the terminal (the summary, the progress lines).
+    let url = retried_run_server("workflow_completed");
+    let out = maestro_env(None, &[("MAESTRO_SERVER", &url)], &["run", "w", "--watch"]).expect(0);
+    assert_no_controls("the summary", &out.stdout);
+    assert_no_controls("the progress lines", &out.stderr);
+    assert!(
+        out.stdout.contains("\\u{1b}[31mred  running"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("run r1: completed · now running"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stderr.contains("\\u{1b}[31mred"), "{}", out.stderr);
+    // Failed, then retried: exit 1.
+    let url = retried_run_server("workflow_failed");
+    maestro_env(None, &[("MAESTRO_SERVER", &url)], &["run", "w", "--watch"]).expect(1);
+    maestro_env(
+        None,
+        &[("MAESTRO_SERVER", &url)],
+        &["events", "r1", "--follow"],
+    )
+    .expect(1);
+}
+
 #[test]
 fn cli_starts_controls_and_reviews_runs() {
     let server = Server::sqlite(&[]);
