@@ -280,15 +280,13 @@
     if (!svg || svg.nodeName !== 'svg' || doc.getElementsByTagName('parsererror').length) {
       throw new ApiError(0, { title: 'The graph could not be drawn', detail: 'the server sent no valid SVG' });
     }
-    // The page's style sheet styles the graph (the Content-Security-Policy allows no inline
-    // style), and nothing active may come in with it.
-    for (const el of Array.from(svg.querySelectorAll('style, script, foreignObject'))) el.remove();
-    for (const el of [svg, ...svg.querySelectorAll('*')]) {
-      for (const a of Array.from(el.attributes)) {
-        if (/^on/i.test(a.name) || a.name === 'style') el.removeAttribute(a.name);
-      }
+    // Only what the server draws is copied into the page (an allow-list of elements and of
+    // their plain attributes: no href, no event handler, no style); anything else is dropped
+    // with everything inside it.
+    const node = sanitizeSvg(svg);
+    if (!node) {
+      throw new ApiError(0, { title: 'The graph could not be drawn', detail: 'the server sent no valid SVG' });
     }
-    const node = document.importNode(svg, true);
     node.classList.add('maestro-dag');
     node.removeAttribute('width');
     node.removeAttribute('height');
@@ -313,6 +311,53 @@
       }
     }
     return node;
+  }
+
+  const SVG_NS = 'http://www.w3.org/2000/svg';
+  // The elements and attributes `render_svg` (crates/maestro-http/src/handlers/graph.rs) emits.
+  // `id` is kept on the arrow marker only (the edges point at it); the nodes' `node-ID` ids
+  // could collide with the page's own.
+  const SVG_ALLOWED = new Map([
+    ['svg', ['class', 'viewBox', 'width', 'height', 'role', 'aria-label']],
+    ['defs', []],
+    ['marker', ['id', 'viewBox', 'refX', 'refY', 'markerWidth', 'markerHeight', 'markerUnits', 'orient']],
+    ['g', ['class', 'data-node-id', 'data-node-type', 'data-executor', 'transform', 'tabindex']],
+    ['path', ['class', 'd', 'data-from', 'data-to', 'marker-end']],
+    ['rect', ['class', 'x', 'y', 'width', 'height', 'rx', 'ry']],
+    ['text', ['class', 'x', 'y', 'text-anchor']],
+    ['title', []],
+  ].map(([tag, attrs]) => [tag, new Set(attrs)]));
+  const SVG_TEXT = new Set(['text', 'title']);
+  const SVG_VALUE = {
+    id: /^[A-Za-z0-9_-]+$/,
+    'marker-end': /^url\(#[A-Za-z0-9_-]+\)$/,
+  };
+
+  /** A copy, made in this document, of the allowed part of a parsed SVG; null if `src` is no
+   *  SVG root. Comments, processing instructions, unknown elements (with their content),
+   *  namespaced attributes (xlink:href) and attributes not listed are left out. */
+  function sanitizeSvg(src) {
+    const copy = (el) => {
+      if (el.namespaceURI !== SVG_NS || !SVG_ALLOWED.has(el.localName)) return null;
+      const allowed = SVG_ALLOWED.get(el.localName);
+      const out = document.createElementNS(SVG_NS, el.localName);
+      for (const a of Array.from(el.attributes)) {
+        if (a.namespaceURI !== null || !allowed.has(a.localName)) continue;
+        const rule = SVG_VALUE[a.localName];
+        if (rule && !rule.test(a.value)) continue;
+        out.setAttribute(a.localName, a.value);
+      }
+      for (const c of Array.from(el.childNodes)) {
+        if (c.nodeType === Node.ELEMENT_NODE) {
+          const k = copy(c);
+          if (k) out.append(k);
+        } else if (c.nodeType === Node.TEXT_NODE && SVG_TEXT.has(el.localName)) {
+          out.append(document.createTextNode(c.data));
+        }
+      }
+      return out;
+    };
+    return src && src.localName === 'svg' ? copy(src) : null;
   }
 
   /** Caps the drawing's height by the size of its view box, so small DAGs are not blown up. */
@@ -366,8 +411,16 @@
     const raw = location.hash.replace(/^#/, '') || '/';
     const [path, query] = raw.split('?');
     const params = new URLSearchParams(query || '');
-    const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
-    return { parts, params };
+    let parts = null; // null: the address cannot be read (a malformed %-escape)
+    try { parts = path.split('/').filter(Boolean).map(decodeURIComponent); } catch (_) { /* stays null */ }
+    return { parts, params, raw };
+  }
+
+  function notFound(view, detail) {
+    document.title = 'Not found · Maestro';
+    view.append(h('section', { class: 'card', id: 'not-found' }, h('h1', {}, 'Nothing here'),
+      detail ? h('p', {}, detail) : null,
+      h('p', {}, h('a', { href: '#/' }, 'Back to the workflows'))));
   }
 
   function setNav(which) {
@@ -389,7 +442,6 @@
     setLive('');
     const view = $('#view');
     clear(view);
-    const { parts, params } = route();
     const ctx = { disposed: false, cleanups: [] };
     current = {
       dispose() {
@@ -398,15 +450,14 @@
       },
     };
     try {
-      if (parts.length === 0) { setNav('workflows'); await listView(view, ctx); }
+      const { parts, params, raw } = route();
+      if (!parts) { setNav(''); notFound(view, `The address “#${raw}” is not valid.`); }
+      else if (parts.length === 0) { setNav('workflows'); await listView(view, ctx); }
       else if (parts[0] === 'new') { setNav('new'); newView(view, ctx); }
       else if (parts[0] === 'runs' && parts.length === 1) { setNav('runs'); await runsView(view, ctx); }
       else if (parts[0] === 'workflows' && parts[1]) { setNav('workflows'); await workflowView(view, ctx, parts[1], params.get('version')); }
       else if (parts[0] === 'runs' && parts[1]) { setNav('runs'); await runView(view, ctx, parts[1]); }
-      else {
-        document.title = 'Not found · Maestro';
-        view.append(h('section', { class: 'card' }, h('h1', {}, 'Nothing here'), h('p', {}, h('a', { href: '#/' }, 'Back to the workflows'))));
-      }
+      else { setNav(''); notFound(view); }
     } catch (err) {
       if (ctx.disposed) return;
       view.append(h('section', { class: 'card error-card' }, problemView(err),
@@ -646,20 +697,48 @@
     }
   }
 
+  /** The event log keeps this many rows; older ones are dropped (and counted). */
+  const LOG_MAX = 1000;
+
+  /** The colour of each event type in the log. */
+  const LOG_STATUS = new Map(Object.entries({
+    node_started: 'running', node_completed: 'completed', node_failed: 'failed', node_retry: 'retrying',
+    node_skipped: 'skipped', node_waiting_approval: 'waiting_approval', workflow_completed: 'completed',
+    workflow_failed: 'failed', workflow_cancelled: 'cancelled', workflow_started: 'running',
+    workflow_paused: 'pending', workflow_resumed: 'running',
+  }));
+
   // #/runs/RUN_ID : live run
+  //
+  // Events change the state (`st`) at once and mark what they touched; the page is painted at
+  // most once per animation frame, and only the nodes, rows and edges whose state changed are
+  // touched, so a history of thousands of events or a fast stream costs one paint per frame.
   async function runView(view, ctx, runId) {
     const st = {
       run: await api('GET', `runs/${enc(runId)}`),
-      nodes: {}, // id -> {status, attempts, max_attempts, started_at, finished_at, output, error, reason}
+      nodes: new Map(), // id -> {status, attempts, max_attempts, started_at, finished_at, output, error, reason}
       stateSeq: 0, // the seq the node states reflect
       logSeq: 0, // the last event in the log
       def: null,
+      defById: new Map(), // id -> the node's definition
       selected: null,
       ws: null,
       wsOpen: false,
       retries: 0,
       svg: null,
     };
+    // What the next frame repaints: every node, or the nodes in `nodes`; the run's header.
+    const dirty = { all: true, nodes: new Set(), run: true };
+    const pendingLog = []; // events not yet in the log
+    let logDropped = 0; // events left out of the log (the oldest)
+    let frame = 0;
+    let historyLoading = false; // the log is built once the history is in, from its last rows
+    // The drawn DAG, indexed once: id -> its <g>, and the edges out of and into each node.
+    const gOf = new Map();
+    const edgesOf = new Map();
+    const statusCells = new Map(); // id -> the node table's status cell
+    let approvalsKey = null;
+    let runErrorKey = null;
     let refreshTimer = null;
     if (ctx.disposed) return;
     adoptSnapshot(st, st.run, true);
@@ -701,23 +780,40 @@
 
     // The event log and the node table.
     const log = h('ol', { class: 'event-log', id: 'event-log', 'aria-label': 'Event log' });
-    const logCount = h('span', { class: 'muted small' });
-    const nodesBox = h('div', {});
+    const logCount = h('span', { class: 'muted small', id: 'event-log-count' });
+    const nodesBox = h('div', { class: 'nodes-box' });
     view.append(h('div', { class: 'grid-bottom' },
       h('section', { class: 'card' }, h('div', { class: 'card-head' }, h('h2', {}, 'Event log'), logCount), log),
       h('section', { class: 'card' }, h('h2', {}, 'Nodes'), nodesBox)));
+    ctx.cleanups.push(() => { if (frame) cancelAnimationFrame(frame); frame = 0; });
+    // The log follows new events while it is scrolled to its end (the user scrolling up stops
+    // that, scrolling back down resumes it), also when its rows wrap anew in another width.
+    let followLog = true;
+    log.addEventListener('scroll', () => {
+      followLog = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+    }, { passive: true });
+    if (typeof ResizeObserver === 'function') {
+      const resized = new ResizeObserver(() => { if (followLog) log.scrollTop = log.scrollHeight; });
+      resized.observe(log);
+      ctx.cleanups.push(() => resized.disconnect());
+    }
 
     st.def = await defPromise;
     if (ctx.disposed) return;
     try { st.svg = await svgPromise; } catch (_) { st.svg = null; }
     if (ctx.disposed) return;
-    renderNodeTable();
+    for (const n of (st.def && st.def.nodes) || []) st.defById.set(n.id, n);
+    indexGraph();
+    buildNodeTable();
     if (!st.selected) {
       // A run that waits for someone, or failed, opens on the node that needs attention.
-      st.selected = Object.keys(st.nodes).find((n) => ['waiting_approval', 'failed'].includes(st.nodes[n].status)) || null;
+      for (const [id, n] of st.nodes) {
+        if (['waiting_approval', 'failed'].includes(n.status)) { st.selected = id; break; }
+      }
       renderPanel(st.selected);
     }
-    paint();
+    invalidate();
+    flush();
 
     // The history (the log), then the live socket from where the history ends.
     await loadHistory();
@@ -733,10 +829,13 @@
     function adoptSnapshot(s, run, force) {
       const seq = run.last_seq || 0;
       s.run = run;
+      dirty.run = true;
       if (!force && seq < s.stateSeq) return;
       s.stateSeq = Math.max(seq, s.stateSeq);
-      s.nodes = {};
-      for (const [id, n] of Object.entries(run.nodes || {})) s.nodes[id] = Object.assign({}, n);
+      s.nodes = new Map();
+      // JSON.parse makes "__proto__" an own key like any other; Object.entries lists it.
+      for (const [id, n] of Object.entries(run.nodes || {})) s.nodes.set(id, Object.assign({}, n));
+      dirty.all = true;
     }
 
     async function refresh() {
@@ -744,7 +843,7 @@
         const run = await api('GET', `runs/${enc(runId)}`);
         if (ctx.disposed) return;
         adoptSnapshot(st, run, false);
-        paint();
+        schedulePaint();
       } catch (err) {
         if (!ctx.disposed && err.status !== 401) flash(err);
       }
@@ -755,19 +854,29 @@
       refreshTimer = setTimeout(refresh, 150);
     }
 
-    /** Applies one event to the node states (once) and the log (once). */
+    /** Applies one event to the node states (once) and queues it for the log (once); the
+     *  page is painted on the next frame. */
     function onEvent(e) {
       if (!e || typeof e.seq !== 'number') return;
       if (e.seq > st.logSeq) {
         st.logSeq = e.seq;
-        appendLog(e);
+        pendingLog.push(e);
+        // A hidden tab gets no frames: keep the queue bounded all the same.
+        if (pendingLog.length > 2 * LOG_MAX) logDropped += pendingLog.splice(0, pendingLog.length - LOG_MAX).length;
       }
+      schedulePaint();
       if (e.seq <= st.stateSeq) return;
       st.stateSeq = e.seq;
       const d = e.data || {};
-      const n = e.node_id ? (st.nodes[e.node_id] = st.nodes[e.node_id] || { status: 'pending', attempts: 0 }) : null;
+      let n = null;
+      if (typeof e.node_id === 'string') {
+        n = st.nodes.get(e.node_id);
+        if (!n) { n = { status: 'pending', attempts: 0 }; st.nodes.set(e.node_id, n); }
+        dirty.nodes.add(e.node_id);
+      }
       switch (e.type) {
         case 'node_started':
+          if (!n) break;
           n.status = 'running';
           n.attempts = d.attempt || (n.attempts || 0) + 1;
           if (d.max_attempts) n.max_attempts = d.max_attempts;
@@ -775,47 +884,60 @@
           n.finished_at = null; n.error = null;
           break;
         case 'node_completed':
+          if (!n) break;
           n.status = 'completed'; n.finished_at = e.timestamp;
           if ('output' in d) n.output = d.output;
           n.error = null;
           break;
         case 'node_failed':
+          if (!n) break;
           n.status = 'failed'; n.finished_at = e.timestamp; n.error = d.error || d.reason || n.error;
           break;
         case 'node_retry':
+          if (!n) break;
           n.status = 'retrying'; n.error = d.error || n.error;
           if (d.delay_ms !== undefined) n.retry_in_ms = d.delay_ms;
           break;
         case 'node_skipped':
+          if (!n) break;
           n.status = 'skipped'; n.reason = d.reason || n.reason; n.finished_at = e.timestamp;
           break;
         case 'node_waiting_approval':
+          if (!n) break;
           n.status = 'waiting_approval';
           if (!n.started_at) n.started_at = e.timestamp;
           break;
         case 'workflow_started':
           st.run.status = 'running';
           if (!st.run.started_at) st.run.started_at = e.timestamp;
+          dirty.run = true;
           refreshSoon();
           break;
-        case 'workflow_paused': st.run.status = 'paused'; break;
-        case 'workflow_resumed': st.run.status = 'running'; break;
+        case 'workflow_paused': st.run.status = 'paused'; dirty.run = true; break;
+        case 'workflow_resumed': st.run.status = 'running'; dirty.run = true; break;
         case 'workflow_completed':
         case 'workflow_failed':
         case 'workflow_cancelled':
           st.run.status = e.type.slice('workflow_'.length);
           st.run.finished_at = e.timestamp;
+          dirty.run = true;
           if (e.type === 'workflow_cancelled') {
-            for (const x of Object.values(st.nodes)) if (!TERMINAL_NODE.includes(x.status)) x.status = 'cancelled';
+            for (const [id, x] of st.nodes) {
+              if (!TERMINAL_NODE.includes(x.status)) { x.status = 'cancelled'; dirty.nodes.add(id); }
+            }
           }
           refreshSoon();
           break;
         default: break;
       }
-      paint();
     }
 
     async function loadHistory() {
+      historyLoading = true;
+      try { await loadHistoryPages(); } finally { historyLoading = false; schedulePaint(); }
+    }
+
+    async function loadHistoryPages() {
       let after = 0;
       for (let page = 0; page < 100; page += 1) {
         let r;
@@ -857,7 +979,7 @@
       ws.onmessage = (m) => {
         let e;
         try { e = JSON.parse(m.data); } catch (_) { return; }
-        if (e.type === 'pong') return;
+        if (!e || e.type === 'pong') return;
         onEvent(e);
       };
       ws.onclose = (c) => {
@@ -895,12 +1017,12 @@
         if (r && r.status) st.run.status = r.status;
         const done = { cancel: 'cancelled', pause: 'paused', resume: 'resumed', retry: 'restarted' }[action];
         flash(`Run ${done}.`, 'info');
-        paint();
+        invalidateRun();
         if (action === 'retry' || action === 'resume') ensureLive();
         refreshSoon();
       } catch (err) {
         flash(err);
-        paint();
+        invalidateRun();
       }
     }
 
@@ -918,41 +1040,90 @@
     // ------------------------------------------------------------ painting
 
     function nodeStatus(id) {
-      return (st.nodes[id] && st.nodes[id].status) || 'pending';
+      const n = st.nodes.get(id);
+      return (n && n.status) || 'pending';
     }
 
-    function paint() {
+    /** Everything is repainted on the next frame. */
+    function invalidate() {
+      dirty.all = true;
+      dirty.run = true;
+      schedulePaint();
+    }
+
+    /** The run's header, buttons and panel are repainted on the next frame. */
+    function invalidateRun() {
+      dirty.run = true;
+      schedulePaint();
+    }
+
+    function schedulePaint() {
+      if (!frame && !ctx.disposed) frame = requestAnimationFrame(flush);
+    }
+
+    /** Paints what changed since the last frame. */
+    function flush() {
+      if (frame) cancelAnimationFrame(frame);
+      frame = 0;
       if (ctx.disposed) return;
+      const all = dirty.all;
+      const ids = dirty.nodes;
+      const runChanged = dirty.run;
+      dirty.all = false;
+      dirty.nodes = new Set();
+      dirty.run = false;
+      if (all || ids.size || runChanged) {
+        paintHeader();
+        paintGraph(all ? null : ids);
+        paintNodeTable(all ? null : ids);
+        if (st.selected && (all || runChanged || ids.has(st.selected))) renderPanel(st.selected);
+      }
+      if (!historyLoading) flushLog();
+    }
+
+    function paintHeader() {
       const run = st.run;
-      clear(statusSlot).append(statusBadge(run.status));
-      const ids = st.def ? st.def.nodes.map((n) => n.id) : Object.keys(st.nodes);
-      const total = ids.length;
-      const count = (s) => ids.filter((id) => nodeStatus(id) === s).length;
-      const done = ids.filter((id) => TERMINAL_NODE.includes(nodeStatus(id))).length;
+      const s = run.status;
+      if (statusSlot.dataset.status !== s) {
+        statusSlot.dataset.status = s;
+        clear(statusSlot).append(statusBadge(s));
+      }
+      // One pass over the nodes for the counts and the nodes waiting for approval.
+      const counts = new Map();
+      const waiting = [];
+      let done = 0;
+      let total = 0;
+      const tally = (id) => {
+        const x = nodeStatus(id);
+        counts.set(x, (counts.get(x) || 0) + 1);
+        if (TERMINAL_NODE.includes(x)) done += 1;
+        else if (x === 'waiting_approval') waiting.push(id);
+        total += 1;
+      };
+      if (st.def) for (const n of st.def.nodes) tally(n.id);
+      else for (const id of st.nodes.keys()) tally(id);
       const pct = total ? Math.round((done / total) * 100) : 0;
       progressBar.style.width = `${pct}%`;
-      progressBar.className = `progress-bar run-${run.status}`;
+      progressBar.className = `progress-bar run-${s}`;
       progress.setAttribute('aria-valuenow', String(pct));
       const extra = [];
-      for (const s of ['running', 'waiting_approval', 'failed', 'skipped', 'cancelled']) {
-        const c = count(s);
-        if (c) extra.push(`${c} ${STATUS_LABEL[s]}`);
+      for (const x of ['running', 'waiting_approval', 'failed', 'skipped', 'cancelled']) {
+        const c = counts.get(x);
+        if (c) extra.push(`${c} ${STATUS_LABEL[x]}`);
       }
-      progressText.textContent = `${count('completed')}/${total} completed${extra.length ? ` · ${extra.join(' · ')}` : ''}`;
+      progressText.textContent = `${counts.get('completed') || 0}/${total} completed${extra.length ? ` · ${extra.join(' · ')}` : ''}`;
       paintTiming();
-      const s = run.status;
       buttons.cancel.disabled = !['pending', 'running', 'paused'].includes(s);
       buttons.pause.disabled = s !== 'running';
       buttons.resume.disabled = s !== 'paused';
       buttons.retry.disabled = !['failed', 'cancelled'].includes(s);
-      clear(runError);
-      if (run.error && ['failed', 'cancelled'].includes(s)) {
-        runError.append(h('div', { class: `run-error-box ${s}` }, h('strong', {}, `Run ${s}: `), String(run.error)));
+      const errKey = run.error && ['failed', 'cancelled'].includes(s) ? `${s}\n${run.error}` : '';
+      if (errKey !== runErrorKey) {
+        runErrorKey = errKey;
+        clear(runError);
+        if (errKey) runError.append(h('div', { class: `run-error-box ${s}` }, h('strong', {}, `Run ${s}: `), String(run.error)));
       }
-      paintApprovals();
-      if (st.svg) paintGraph(st.svg);
-      renderNodeTable();
-      if (st.selected) renderPanel(st.selected);
+      paintApprovals(TERMINAL_RUN.includes(s) ? [] : waiting);
     }
 
     function paintTiming() {
@@ -962,23 +1133,29 @@
       timing.textContent = `${started}${dur}`;
     }
 
-    function paintGraph(svg) {
-      for (const g of $$('g.node', svg)) {
-        const id = g.getAttribute('data-node-id');
-        const s = nodeStatus(id);
-        for (const c of Array.from(g.classList)) if (c.startsWith('status-')) g.classList.remove(c);
-        g.classList.add(`status-${s}`);
-        g.setAttribute('data-status', s);
-        g.classList.toggle('selected', id === st.selected);
-        g.setAttribute('aria-label', `node ${id}: ${STATUS_LABEL[s] || s}`);
-        const n = st.nodes[id];
-        const title = $('title', g);
-        if (title) {
-          if (!title.dataset.base) title.dataset.base = title.textContent;
-          title.textContent = `${title.dataset.base}\n${STATUS_LABEL[s] || s}${n && n.attempts > 1 ? ` (attempt ${n.attempts})` : ''}`;
+    /** Indexes the drawn DAG once: each node's <g>, and the edges touching each node. */
+    function indexGraph() {
+      if (!st.svg) return;
+      for (const g of $$('g.node', st.svg)) gOf.set(g.getAttribute('data-node-id'), g);
+      for (const p of $$('.edge', st.svg)) {
+        for (const end of [p.getAttribute('data-from'), p.getAttribute('data-to')]) {
+          if (!edgesOf.has(end)) edgesOf.set(end, []);
+          edgesOf.get(end).push(p);
         }
       }
-      for (const p of $$('.edge', svg)) {
+    }
+
+    /** Recolours the nodes in `ids` (all with null) and the edges touching them. */
+    function paintGraph(ids) {
+      if (!st.svg) return;
+      const which = ids ? Array.from(ids) : Array.from(gOf.keys());
+      const edges = new Set();
+      for (const id of which) {
+        const g = gOf.get(id);
+        if (g) paintNode(g, id);
+        for (const p of edgesOf.get(id) || []) edges.add(p);
+      }
+      for (const p of edges) {
         const from = nodeStatus(p.getAttribute('data-from'));
         const to = nodeStatus(p.getAttribute('data-to'));
         p.classList.toggle('edge-done', from === 'completed');
@@ -987,10 +1164,29 @@
       }
     }
 
-    function paintApprovals() {
+    function paintNode(g, id) {
+      const s = nodeStatus(id);
+      const n = st.nodes.get(id);
+      const attempts = n && n.attempts > 1 ? n.attempts : 1;
+      g.classList.toggle('selected', id === st.selected);
+      if (g.dataset.status === s && g.dataset.attempts === String(attempts)) return;
+      for (const c of Array.from(g.classList)) if (c.startsWith('status-')) g.classList.remove(c);
+      g.classList.add(`status-${s}`);
+      g.dataset.status = s;
+      g.dataset.attempts = String(attempts);
+      g.setAttribute('aria-label', `node ${id}: ${STATUS_LABEL[s] || s}`);
+      const title = $('title', g);
+      if (title) {
+        if (title.dataset.base === undefined) title.dataset.base = title.textContent;
+        title.textContent = `${title.dataset.base}\n${STATUS_LABEL[s] || s}${attempts > 1 ? ` (attempt ${attempts})` : ''}`;
+      }
+    }
+
+    function paintApprovals(waiting) {
+      const key = waiting.join('\n');
+      if (key === approvalsKey) return;
+      approvalsKey = key;
       clear(approvals);
-      if (TERMINAL_RUN.includes(st.run.status)) return;
-      const waiting = Object.keys(st.nodes).filter((id) => st.nodes[id].status === 'waiting_approval');
       if (!waiting.length) return;
       approvals.append(h('div', { class: 'approval-box' },
         h('strong', {}, 'Waiting for approval: '),
@@ -998,25 +1194,41 @@
         ' — open a node to approve or reject it.'));
     }
 
-    function renderNodeTable() {
+    /** The node table, built once; its status cells are updated in place. */
+    function buildNodeTable() {
       if (!st.def) { clear(nodesBox).append(h('p', { class: 'muted' }, 'The definition of this run is not available.')); return; }
-      const focused = document.activeElement && nodesBox.contains(document.activeElement)
-        ? document.activeElement.closest('tr') && document.activeElement.closest('tr').dataset.nodeId : null;
-      clear(nodesBox).append(nodeTable(st.def, select, nodeStatus));
-      if (focused) {
-        const b = $(`tr[data-node-id="${CSS.escape(focused)}"] button`, nodesBox);
-        if (b) b.focus({ preventScroll: true });
+      const table = nodeTable(st.def, select, nodeStatus);
+      for (const cell of $$('td.node-status-cell', table)) statusCells.set(cell.parentElement.dataset.nodeId, cell);
+      clear(nodesBox).append(table);
+    }
+
+    function paintNodeTable(ids) {
+      for (const id of ids || statusCells.keys()) {
+        const cell = statusCells.get(id);
+        if (!cell) continue;
+        const s = nodeStatus(id);
+        const badge = cell.firstElementChild;
+        if (badge && badge.dataset.status === s) continue;
+        clear(cell).append(statusBadge(s));
       }
     }
 
     function select(id) {
+      const before = st.selected;
       st.selected = id;
-      if (st.svg) paintGraph(st.svg);
+      for (const x of [before, id]) { const g = gOf.get(x); if (g) g.classList.toggle('selected', x === st.selected); }
       renderPanel(id);
       panel.focus({ preventScroll: true });
       if (panel.getBoundingClientRect().top < 0 || panel.getBoundingClientRect().top > window.innerHeight - 80) {
         panel.scrollIntoView({ block: 'nearest', behavior: 'smooth' });
       }
+    }
+
+    function unselect() {
+      const g = gOf.get(st.selected);
+      if (g) g.classList.remove('selected');
+      st.selected = null;
+      renderPanel(null);
     }
 
     function field(label, value) {
@@ -1033,12 +1245,12 @@
           h('p', { class: 'muted' }, 'Select a node in the DAG (click it, or Tab to it and press Enter) to see its status, attempts, timings, output and error.'));
         return;
       }
-      const n = st.nodes[id] || { status: 'pending' };
-      const d = st.def ? (st.def.nodes.find((x) => x.id === id) || {}) : {};
+      const n = st.nodes.get(id) || { status: 'pending' };
+      const d = st.defById.get(id) || {};
       const status = n.status || 'pending';
       panel.append(h('div', { class: 'card-head' },
         h('h2', {}, h('code', {}, id)),
-        h('button', { type: 'button', class: 'button ghost small', 'aria-label': 'Close node details', onclick: () => { st.selected = null; if (st.svg) paintGraph(st.svg); renderPanel(null); } }, '×')));
+        h('button', { type: 'button', class: 'button ghost small', 'aria-label': 'Close node details', onclick: unselect }, '×')));
       const attempts = n.attempts ? `${n.attempts}${n.max_attempts ? ` of ${n.max_attempts}` : ''}` : '0';
       panel.append(h('dl', { class: 'facts' },
         field('Status', statusBadge(status)),
@@ -1073,28 +1285,45 @@
       const bits = [];
       if (d.attempt) bits.push(`attempt ${d.attempt}${d.max_attempts ? `/${d.max_attempts}` : ''}`);
       if (d.delay_ms !== undefined) bits.push(`next in ${fmtDuration(d.delay_ms)}`);
-      if (d.error) bits.push(`error: ${d.error}`);
+      if (d.error) bits.push(`error: ${typeof d.error === 'string' ? d.error : JSON.stringify(d.error)}`);
       if (d.reason) bits.push(`reason: ${d.reason}`);
       return bits.join(' · ');
     }
 
-    function appendLog(e) {
-      const nearBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
-      const kind = e.type.startsWith('workflow_') ? 'run' : 'node';
-      const status = {
-        node_started: 'running', node_completed: 'completed', node_failed: 'failed', node_retry: 'retrying',
-        node_skipped: 'skipped', node_waiting_approval: 'waiting_approval', workflow_completed: 'completed',
-        workflow_failed: 'failed', workflow_cancelled: 'cancelled', workflow_started: 'running',
-        workflow_paused: 'pending', workflow_resumed: 'running',
-      }[e.type] || 'pending';
-      log.append(h('li', { class: `event ${kind}`, 'data-seq': e.seq, 'data-type': e.type },
+    function logRow(e) {
+      const type = String(e.type || '');
+      const kind = type.startsWith('workflow_') ? 'run' : 'node';
+      const status = LOG_STATUS.get(type) || 'pending';
+      const nodeId = typeof e.node_id === 'string' ? e.node_id : null;
+      return h('li', { class: `event ${kind}`, 'data-seq': e.seq, 'data-type': type },
         h('span', { class: 'seq' }, `#${e.seq}`),
         h('time', { datetime: e.timestamp }, fmtClock(e.timestamp)),
-        h('span', { class: `etype status-${status}` }, e.type),
-        e.node_id ? h('button', { type: 'button', class: 'linklike', onclick: () => select(e.node_id) }, h('code', {}, e.node_id)) : h('span', {}),
-        h('span', { class: 'esummary' }, summary(e))));
-      logCount.textContent = `${log.children.length} event${log.children.length === 1 ? '' : 's'}`;
-      if (nearBottom) log.scrollTop = log.scrollHeight;
+        h('span', { class: `etype status-${status}` }, type),
+        nodeId ? h('button', { type: 'button', class: 'linklike', onclick: () => select(nodeId) }, h('code', {}, nodeId)) : h('span', {}),
+        h('span', { class: 'esummary' }, summary(e)));
+    }
+
+    /** Appends the queued events to the log, keeping its last LOG_MAX rows. */
+    function flushLog() {
+      if (!pendingLog.length) return;
+      let batch = pendingLog.splice(0, pendingLog.length);
+      if (batch.length > LOG_MAX) {
+        logDropped += batch.length - LOG_MAX;
+        batch = batch.slice(batch.length - LOG_MAX);
+      }
+      const rows = document.createDocumentFragment();
+      for (const e of batch) rows.append(logRow(e));
+      log.append(rows);
+      while (log.children.length > LOG_MAX) {
+        log.firstElementChild.remove();
+        logDropped += 1;
+      }
+      const shown = log.children.length;
+      logCount.textContent = logDropped
+        ? `the last ${shown.toLocaleString()} of ${(shown + logDropped).toLocaleString()} events (${logDropped.toLocaleString()} older not shown)`
+        : `${shown} event${shown === 1 ? '' : 's'}`;
+      logCount.dataset.dropped = String(logDropped);
+      if (followLog) log.scrollTop = log.scrollHeight;
     }
   }
 
