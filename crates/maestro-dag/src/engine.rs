@@ -1601,9 +1601,7 @@ impl Driver {
             .reserve(self.ready.len().min(self.max_concurrency).min(TURN_STARTS));
         // At most TURN_STARTS starts a turn: a fan-out of 100,000 nodes becomes a hundred turns
         // of a thousand, so no batch (and no buffer behind it) grows with the size of the graph.
-        while self.in_flight + self.launches.len() + self.deferred.len() < self.max_concurrency
-            && self.launches.len() < TURN_STARTS
-        {
+        while self.in_flight < self.max_concurrency && self.launches.len() < TURN_STARTS {
             let Some(&i) = self.ready.front() else { break };
             let permit = match &self.engine.inner.permits {
                 None => None,
@@ -1619,9 +1617,7 @@ impl Driver {
             self.start_attempt(i, permit);
         }
         // Nodes left only by the per-turn cap start next turn: they are not waiting for a slot.
-        if waiting
-            || self.in_flight + self.launches.len() + self.deferred.len() >= self.max_concurrency
-        {
+        if waiting || self.in_flight >= self.max_concurrency {
             self.mark_waiting();
         }
     }
@@ -1659,6 +1655,9 @@ impl Driver {
         rt.queued = false;
         rt.retry_at = None;
         let attempt = rt.attempt;
+        // In flight from the decision on, not from the launch: a drain that waits for
+        // `Engine::executing` to reach 0 also waits for attempts whose start is being written.
+        self.add_in_flight(1);
         self.mark_dirty(i);
         let max_attempts = self.wf.nodes[iu].retry().max_attempts;
         self.emit(
@@ -1844,7 +1843,6 @@ impl Driver {
             }
         };
         drop(permit);
-        self.add_in_flight(1);
         self.on_attempt(AttemptResult {
             node,
             attempt,
@@ -1903,7 +1901,6 @@ impl Driver {
             let Some(executor) = self.executor_for(node as usize) else {
                 continue; // `try_now` settled it (no executor: a failed attempt).
             };
-            self.add_in_flight(1);
             let timeout = self.wf.nodes[node as usize]
                 .timeout_ms
                 .map(|t| Duration::from_millis(t.get()));

@@ -328,6 +328,15 @@ pub trait LeaseStore: Send + Sync {
         owner: &str,
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError>;
+    /// Claims one run like [`LeaseStore::claim_run`], but only while it has not ended (in the
+    /// same step, so a run another replica finishes meanwhile is never claimed): for a run
+    /// created here that another replica may already have taken and finished.
+    async fn claim_active_run(
+        &self,
+        run_id: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError>;
     /// Extends leases still held by `owner` at their epoch. Returns the renewed leases; a lease
     /// missing from the answer was lost (expired and taken, or released).
     async fn renew(
@@ -795,6 +804,40 @@ impl StoredEvent {
     }
 }
 
+impl MemoryStore {
+    fn claim_one(
+        &self,
+        run_id: &str,
+        owner: &str,
+        ttl: Duration,
+        active_only: bool,
+    ) -> Result<Option<Lease>, StoreError> {
+        let now = Utc::now();
+        let mut g = self.lock();
+        let Some(entry) = g.runs.get_mut(run_id) else {
+            return Err(StoreError::NotFound(format!("run {run_id}")));
+        };
+        if active_only && entry.record.as_ref().is_none_or(|r| r.status.is_terminal()) {
+            return Ok(None);
+        }
+        if let Some(l) = &entry.lease
+            && l.expires_at > now
+            && l.owner != owner
+        {
+            return Ok(None);
+        }
+        entry.epoch += 1;
+        let lease = Lease {
+            run_id: Arc::from(run_id),
+            owner: owner.to_string(),
+            epoch: entry.epoch,
+            expires_at: now + lease_ttl(ttl),
+        };
+        entry.lease = Some(lease.clone());
+        Ok(Some(lease))
+    }
+}
+
 fn lease_ttl(ttl: Duration) -> chrono::Duration {
     chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX)
 }
@@ -840,26 +883,16 @@ impl LeaseStore for MemoryStore {
         owner: &str,
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError> {
-        let now = Utc::now();
-        let mut g = self.lock();
-        let Some(entry) = g.runs.get_mut(run_id) else {
-            return Err(StoreError::NotFound(format!("run {run_id}")));
-        };
-        if let Some(l) = &entry.lease
-            && l.expires_at > now
-            && l.owner != owner
-        {
-            return Ok(None);
-        }
-        entry.epoch += 1;
-        let lease = Lease {
-            run_id: Arc::from(run_id),
-            owner: owner.to_string(),
-            epoch: entry.epoch,
-            expires_at: now + lease_ttl(ttl),
-        };
-        entry.lease = Some(lease.clone());
-        Ok(Some(lease))
+        self.claim_one(run_id, owner, ttl, false)
+    }
+
+    async fn claim_active_run(
+        &self,
+        run_id: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.claim_one(run_id, owner, ttl, true)
     }
 
     async fn renew(

@@ -256,9 +256,11 @@ impl Worker {
             let epoch = self.lock().get(run_id).map_or(0, |l| l.epoch);
             return self.engine.recover(workflow, run_id, epoch).await.map(Some);
         }
+        // Only while the run has not ended: another replica may have claimed, driven and ended
+        // it since it was created (its terminal write let the lease go).
         let Some(lease) = self
             .leases
-            .claim_run(run_id, &self.config.owner, self.config.lease_ttl)
+            .claim_active_run(run_id, &self.config.owner, self.config.lease_ttl)
             .await?
         else {
             return Ok(None);

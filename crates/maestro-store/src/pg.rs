@@ -884,6 +884,45 @@ impl RunStore for PgStore {
 
 const ACTIVE: &str = "status IN ('pending', 'running', 'paused')";
 
+impl PgStore {
+    /// `claim_run`, or `claim_active_run` when `active_only`.
+    async fn claim_one(
+        &self,
+        run_id: &str,
+        owner: &str,
+        ttl: Duration,
+        active_only: bool,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.with("claim run", async |c| {
+            let row = sql_query(format!(
+                "UPDATE runs SET epoch = epoch + 1, lease_owner = $2,
+                     lease_expires_at = now() + $3 * interval '1 microsecond'
+                 WHERE run_id = $1
+                   AND (lease_owner IS NULL OR lease_expires_at <= now() OR lease_owner = $2)
+                   {}
+                 RETURNING id, run_id, lease_owner, epoch, lease_expires_at",
+                if active_only {
+                    format!("AND {ACTIVE}")
+                } else {
+                    String::new()
+                }
+            ))
+            .bind::<Text, _>(run_id)
+            .bind::<Text, _>(owner)
+            .bind::<BigInt, _>(codec::ttl_micros(ttl))
+            .get_result::<LeaseRow>(c)
+            .await
+            .optional()
+            .map_err(db("claim run"))?;
+            if row.is_none() && head(c, run_id).await.map_err(db("claim run"))?.is_none() {
+                return Err(StoreError::NotFound(format!("run {run_id}")));
+            }
+            Ok(row.map(LeaseRow::decode).transpose()?.flatten())
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl LeaseStore for PgStore {
     async fn claim_runs(
@@ -925,27 +964,16 @@ impl LeaseStore for PgStore {
         owner: &str,
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError> {
-        self.with("claim run", async |c| {
-            let row = sql_query(
-                "UPDATE runs SET epoch = epoch + 1, lease_owner = $2,
-                     lease_expires_at = now() + $3 * interval '1 microsecond'
-                 WHERE run_id = $1
-                   AND (lease_owner IS NULL OR lease_expires_at <= now() OR lease_owner = $2)
-                 RETURNING id, run_id, lease_owner, epoch, lease_expires_at",
-            )
-            .bind::<Text, _>(run_id)
-            .bind::<Text, _>(owner)
-            .bind::<BigInt, _>(codec::ttl_micros(ttl))
-            .get_result::<LeaseRow>(c)
-            .await
-            .optional()
-            .map_err(db("claim run"))?;
-            if row.is_none() && head(c, run_id).await.map_err(db("claim run"))?.is_none() {
-                return Err(StoreError::NotFound(format!("run {run_id}")));
-            }
-            Ok(row.map(LeaseRow::decode).transpose()?.flatten())
-        })
-        .await
+        self.claim_one(run_id, owner, ttl, false).await
+    }
+
+    async fn claim_active_run(
+        &self,
+        run_id: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.claim_one(run_id, owner, ttl, true).await
     }
 
     async fn renew(

@@ -920,6 +920,45 @@ impl RunStore for SqliteStore {
 
 const ACTIVE: &str = "status IN ('pending', 'running', 'paused')";
 
+impl SqliteStore {
+    /// `claim_run`, or `claim_active_run` when `active_only`.
+    async fn claim_one(
+        &self,
+        run_id: &str,
+        owner: &str,
+        ttl: Duration,
+        active_only: bool,
+    ) -> Result<Option<Lease>, StoreError> {
+        let (id, owner) = (run_id.to_string(), owner.to_string());
+        self.on(true, "claim run", move |c| {
+            let now = now();
+            let expires = ts_text(now + chrono::Duration::microseconds(codec::ttl_micros(ttl)));
+            let row =
+                immediate(c, "claim run", |c| {
+                    let row = sql_query(format!(
+                    "UPDATE runs SET epoch = epoch + 1, lease_owner = ?1, lease_expires_at = ?2 \
+                     WHERE run_id = ?3 \
+                     AND (lease_owner IS NULL OR lease_expires_at <= ?4 OR lease_owner = ?1) {} \
+                     RETURNING id, run_id, lease_owner, epoch, lease_expires_at",
+                    if active_only { format!("AND {ACTIVE}") } else { String::new() }
+                ))
+                .bind::<Text, _>(&owner)
+                .bind::<Text, _>(&expires)
+                .bind::<Text, _>(&id)
+                .bind::<Text, _>(ts_text(now))
+                .get_result::<LeaseRow>(c)
+                .optional()?;
+                    if row.is_none() && head(c, &id)?.is_none() {
+                        return Err(TxError::Store(StoreError::NotFound(format!("run {id}"))));
+                    }
+                    Ok(row)
+                })?;
+            Ok(row.map(LeaseRow::decode).transpose()?.flatten())
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl LeaseStore for SqliteStore {
     async fn claim_runs(
@@ -960,31 +999,16 @@ impl LeaseStore for SqliteStore {
         owner: &str,
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError> {
-        let (id, owner) = (run_id.to_string(), owner.to_string());
-        self.on(true, "claim run", move |c| {
-            let now = now();
-            let expires = ts_text(now + chrono::Duration::microseconds(codec::ttl_micros(ttl)));
-            let row = immediate(c, "claim run", |c| {
-                let row = sql_query(
-                    "UPDATE runs SET epoch = epoch + 1, lease_owner = ?1, lease_expires_at = ?2 \
-                     WHERE run_id = ?3 \
-                     AND (lease_owner IS NULL OR lease_expires_at <= ?4 OR lease_owner = ?1) \
-                     RETURNING id, run_id, lease_owner, epoch, lease_expires_at",
-                )
-                .bind::<Text, _>(&owner)
-                .bind::<Text, _>(&expires)
-                .bind::<Text, _>(&id)
-                .bind::<Text, _>(ts_text(now))
-                .get_result::<LeaseRow>(c)
-                .optional()?;
-                if row.is_none() && head(c, &id)?.is_none() {
-                    return Err(TxError::Store(StoreError::NotFound(format!("run {id}"))));
-                }
-                Ok(row)
-            })?;
-            Ok(row.map(LeaseRow::decode).transpose()?.flatten())
-        })
-        .await
+        self.claim_one(run_id, owner, ttl, false).await
+    }
+
+    async fn claim_active_run(
+        &self,
+        run_id: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.claim_one(run_id, owner, ttl, true).await
     }
 
     async fn renew(

@@ -95,6 +95,14 @@ impl LeaseStore for Faulty {
     ) -> Result<Option<Lease>, StoreError> {
         self.inner.claim_run(run_id, owner, ttl).await
     }
+    async fn claim_active_run(
+        &self,
+        run_id: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.inner.claim_active_run(run_id, owner, ttl).await
+    }
     async fn renew(
         &self,
         owner: &str,

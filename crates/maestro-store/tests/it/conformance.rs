@@ -633,6 +633,12 @@ pub(crate) async fn a_run_that_ends_lets_its_lease_go(s: Arc<dyn Store>) {
     b.run = Some(patch(RunStatus::Completed));
     s.write(&mut b).await.unwrap();
     assert_eq!(s.lease("r1").await.unwrap(), None);
+    // An ended run is not claimed as an active one.
+    assert_eq!(
+        s.claim_active_run("r1", "replica-b", TTL).await.unwrap(),
+        None
+    );
+    assert_eq!(s.lease("r1").await.unwrap(), None);
     // A retry claims it again with a newer epoch; the old owner's writes are refused.
     let again = s.claim_run("r1", "replica-b", TTL).await.unwrap().unwrap();
     assert_eq!(again.epoch, a.epoch + 1);
