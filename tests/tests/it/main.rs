@@ -6,6 +6,7 @@ mod cli;
 mod dashboard;
 mod drain;
 mod probes;
+mod reliability;
 mod security;
 mod server;
 mod streams;
