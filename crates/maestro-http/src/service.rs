@@ -295,7 +295,10 @@ fn request_id(headers: &HeaderMap) -> String {
 fn same(presented: &[u8], configured: &[u8]) -> bool {
     let mut diff = u8::from(presented.len() != configured.len());
     for (i, x) in presented.iter().enumerate() {
-        let y = configured.get(i % configured.len().max(1)).copied().unwrap_or(0);
+        let y = configured
+            .get(i % configured.len().max(1))
+            .copied()
+            .unwrap_or(0);
         diff |= x ^ y;
     }
     diff == 0 && !configured.is_empty()
