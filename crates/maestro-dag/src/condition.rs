@@ -8,6 +8,54 @@ use std::fmt;
 
 use serde_json::Value;
 
+/// Comprehension macros (`x.map(…)`, `x.all(…)`, …) a condition may use: their costs multiply
+/// when nested, so more than one could make an evaluation run for hours.
+pub const MAX_COMPREHENSIONS: usize = 1;
+
+/// How many comprehension macro calls (`.map(`, `.filter(`, `.all(`, `.exists(`,
+/// `.exists_one(`, spaces allowed around the name) the expression has outside string literals.
+#[cfg_attr(not(feature = "cel"), allow(dead_code))]
+fn comprehension_calls(source: &str) -> usize {
+    const MACROS: [&str; 5] = ["map", "filter", "all", "exists", "exists_one"];
+    let b = source.as_bytes();
+    let mut count = 0;
+    let mut i = 0;
+    let mut quote: Option<u8> = None;
+    while i < b.len() {
+        let c = b[i];
+        match quote {
+            Some(q) => {
+                if c == b'\\' {
+                    i += 1;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None if c == b'"' || c == b'\'' => quote = Some(c),
+            None if c == b'.' => {
+                let mut j = i + 1;
+                while j < b.len() && b[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                let start = j;
+                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+                    j += 1;
+                }
+                let name = &source[start..j];
+                while j < b.len() && b[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                if j < b.len() && b[j] == b'(' && MACROS.contains(&name) {
+                    count += 1;
+                }
+            }
+            None => {}
+        }
+        i += 1;
+    }
+    count
+}
+
 /// A compiled condition.
 pub struct Condition {
     source: String,
@@ -37,6 +85,15 @@ impl Condition {
             });
             if depth.1 > 64 || source.len() > 4096 {
                 return Err("condition is too long or too deeply nested".into());
+            }
+            // Comprehensions multiply: eight nested `map`s over ten elements never finish. One
+            // per condition keeps the work linear in its input.
+            let comprehensions = comprehension_calls(source);
+            if comprehensions > MAX_COMPREHENSIONS {
+                return Err(format!(
+                    "condition `{source}` uses {comprehensions} comprehensions (map, filter, all, \
+                     exists, exists_one); at most {MAX_COMPREHENSIONS} is allowed"
+                ));
             }
             let program = std::panic::catch_unwind(|| cel::Program::compile(source))
                 .map_err(|_| "condition could not be parsed".to_string())?

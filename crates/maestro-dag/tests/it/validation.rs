@@ -202,11 +202,24 @@ fn invalid_conditions_are_reported() {
                 node("b").after(["a"]).when("outputs.a.ok =="),
                 node("c").after(["a"]).when("   "),
                 node("d").after(["a"]).when("outputs.a.ok == true"),
+                // Nested comprehensions multiply (this one would run for hours): one per
+                // condition at most. Inside a string, a macro name is only text.
+                node("e").after(["a"]).when(
+                    "size([0,1,2,3,4,5,6,7,8,9].map(h, [0,1,2,3,4,5,6,7,8,9].map(g, 0))) == 10",
+                ),
+                node("f")
+                    .after(["a"])
+                    .when("inputs.xs.all(x, x > 0) && inputs.ys . exists (y, y == 1)"),
+                node("g")
+                    .after(["a"])
+                    .when("inputs.xs.all(x, x != '.map(') && inputs.s == \".filter(\""),
             ],
         ),
         &[
             (C::InvalidCondition, Some("b")),
             (C::InvalidCondition, Some("c")),
+            (C::InvalidCondition, Some("e")),
+            (C::InvalidCondition, Some("f")),
         ],
     );
 }
