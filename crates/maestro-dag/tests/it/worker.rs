@@ -96,8 +96,17 @@ async fn a_dead_replicas_run_is_taken_over_after_its_lease_expires() {
     tokio::time::sleep(TTL + Duration::from_millis(50)).await;
     probe.open("b");
     assert_eq!(r2.claim_once().await, 1);
-    let lease = store.lease(&run_id).await.unwrap().unwrap();
-    assert_eq!((lease.owner.as_str(), lease.epoch), ("r2", 2));
+    // (Read from the worker: the run may already have ended, and its terminal write let the
+    // stored lease go.)
+    let lease = r2
+        .held()
+        .into_iter()
+        .next()
+        .expect("r2 holds the run's lease");
+    assert_eq!(
+        (&*lease.run_id, lease.owner.as_str(), lease.epoch),
+        (run_id.as_str(), "r2", 2)
+    );
 
     eventually("the run to complete", || async {
         store.load_run(&run_id).await.unwrap().unwrap().run.status == RunStatus::Completed
