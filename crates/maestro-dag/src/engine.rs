@@ -876,8 +876,6 @@ struct Driver {
     events: Vec<Event>,
     run_patch: Option<RunPatch>,
     launches: Vec<Launch>,
-    /// Attempts of this turn that declined to run synchronously, launched after the write.
-    deferred: Vec<Launch>,
     replies: Vec<(Reply, Result<(), EngineError>)>,
     max_concurrency: usize,
     /// The timestamp of this turn.
@@ -934,7 +932,6 @@ impl Driver {
             events: Vec::new(),
             run_patch: None,
             launches: Vec::new(),
-            deferred: Vec::new(),
             replies: Vec::new(),
             max_concurrency,
             now: now_micros(),
@@ -1859,19 +1856,21 @@ impl Driver {
     /// runs again; what the store has as completed never runs again. Attempts that must run
     /// asynchronously are launched after the write, as always.
     fn run_sync(&mut self) {
+        // Attempts that declined to run synchronously: launched after the write. (They count
+        // as in flight from `start_attempt` on, so `schedule` needs no view of them.)
+        let mut deferred = Vec::new();
         while !self.launches.is_empty() && self.events.len() < TURN_EVENTS {
             let mut launches = std::mem::take(&mut self.launches);
             for launch in launches.drain(..) {
                 if let Some(back) = self.try_now(launch) {
-                    self.deferred.push(back);
+                    deferred.push(back);
                 }
             }
             // Keep the buffer (empty now) for the next round's starts.
             self.launches = launches;
             self.schedule();
         }
-        if !self.deferred.is_empty() {
-            let mut deferred = std::mem::take(&mut self.deferred);
+        if !deferred.is_empty() {
             deferred.append(&mut self.launches);
             self.launches = deferred;
         }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Server, free_port, root, team_engine};
+use crate::support::{Server, free_port, read_request, root, team_engine};
 
 /// Builds the `maestro` binary once per test process (never a stale one) and returns its path.
 fn cli_binary() -> &'static Path {
@@ -498,32 +498,10 @@ fn fake_server(
         for mut conn in listener.incoming().flatten() {
             let answer = answer.clone();
             std::thread::spawn(move || {
-                let mut raw = Vec::new();
-                let mut buf = [0u8; 4096];
-                let head_end = loop {
-                    if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i + 4;
-                    }
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => raw.extend_from_slice(&buf[..n]),
-                    }
+                let Some(raw) = read_request(&mut conn) else {
+                    return;
                 };
-                let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse().unwrap())
-                    })
-                    .unwrap_or(0);
-                while raw.len() < head_end + length {
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => raw.extend_from_slice(&buf[..n]),
-                    }
-                }
+                let head = String::from_utf8_lossy(&raw).into_owned();
                 let mut words = head.split_whitespace();
                 let (method, path) = (words.next().unwrap(), words.next().unwrap());
                 let (status, content_type, body) = answer(method, path);
