@@ -242,8 +242,9 @@ impl Worker {
         })
     }
 
-    /// Claims a run and drives it here, if it is free. Used for new runs, and by the HTTP layer
-    /// for runs it must control (retry a failed run, say).
+    /// Claims a run that has not ended and drives it here, if it is free. Used for new runs, and
+    /// by the HTTP layer for runs it must control whose replica died (to approve a node, say);
+    /// an ended run is retried with [`Worker::retry`].
     pub async fn drive(
         &self,
         workflow: Arc<Workflow>,
